@@ -30,6 +30,10 @@ class ExactConstants(nn.Module):
             masters[name] = value.detach().cpu()
         self.register_buffer(name, value, persistent=False)
 
+    def master(self, name: str) -> torch.Tensor:
+        """The exact (float64, CPU) value of constant ``name``."""
+        return self.__dict__["_constant_masters"][name]
+
     def _apply(self, fn, recurse: bool = True):
         result = super()._apply(fn, recurse)
         for name, master in self.__dict__.get("_constant_masters", {}).items():

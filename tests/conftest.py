@@ -5,6 +5,11 @@ import os
 import pytest
 import torch
 
+# Triton kernels run on the CPU through Triton's interpreter when there is no GPU; the flag is
+# read when a kernel is defined, so it is set before any test imports one.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # CP factors fitted by the tests are cached inside the checkout (.pytest_cache), never in the user's cache
 os.environ.setdefault("EQUIZOO_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "equizoo"))
 

@@ -38,24 +38,26 @@ def triton_status() -> tuple[bool, str]:
 
 
 def fused_kernels_usable(device: torch.device, allow_interpreter: bool = False) -> tuple[bool, str]:
-    """Whether a fused kernel can run on ``device``; if not, why."""
+    """Whether a fused kernel can run on ``device``; if not, why. Imports Triton only for CUDA or the interpreter."""
+    if device.type != "cuda" and not (allow_interpreter and triton_interpreter()):
+        return False, f"fused kernels need a CUDA device (got {device.type}; TRITON_INTERPRET=1 runs them on CPU for tests)"
+    return triton_status()
+
+
+def fused_executor(module) -> tuple[Optional[Callable], str]:
+    """``((x1, x2, weight) -> out, "")`` running ``module`` with its fused kernel, or ``(None, why not)``."""
+    entry = _FUSED.get(module.method)
+    if entry is None:
+        return None, f"no fused kernel for method {module.method}"
     ok, reason = triton_status()
     if not ok:
-        return False, reason
-    if device.type == "cuda":
-        return True, ""
-    if allow_interpreter and triton_interpreter():
-        return True, ""
-    return False, f"fused kernels need a CUDA device (got {device.type}; TRITON_INTERPRET=1 runs them on CPU for tests)"
-
-
-def fused_executor(module) -> Optional[Callable]:
-    """``(x1, x2, weight) -> out`` running ``module`` with its fused kernel, or None if unavailable."""
-    entry = _FUSED.get(module.method)
-    if entry is None or not triton_status()[0]:
-        return None
-    kernel = getattr(importlib.import_module(entry[0]), entry[1])
-    return lambda x1, x2, weight: kernel(module, x1, x2, weight)
+        return None, reason
+    implementation = importlib.import_module(entry[0])
+    reason = implementation.unsupported(module)
+    if reason:
+        return None, reason
+    kernel = getattr(implementation, entry[1])
+    return (lambda x1, x2, weight: kernel(module, x1, x2, weight)), ""
 
 
 def cueq_executor(module) -> Callable:

@@ -79,22 +79,29 @@ class TensorProduct(ExactConstants):
             known = "" if kernel in KERNELS else f" (kernels are {', '.join(KERNELS)})"
             raise ValueError(f"{self.method} tensor product has no kernel {kernel!r}{known}; valid: {', '.join(valid)}")
         self.kernel = kernel
+        self.__dict__["_executors"] = {}  # (device type, index) -> executor, chosen once
 
-    def _fused(self) -> Optional[Callable]:
-        """The fused (Triton) executor of this method, or None where it cannot be loaded."""
+    def _fused(self) -> tuple[Optional[Callable], str]:
+        """The fused (Triton) executor of this method and ``""``, or ``(None, why not)``."""
         from layers.kernels import fused_executor  # lazy: keeps CPU installs free of GPU packages
 
         return fused_executor(self)
 
     def _executor(self, device: torch.device) -> Callable:
+        key = (device.type, device.index)
+        if key not in self._executors:
+            self._executors[key] = self._choose_executor(device)
+        return self._executors[key]
+
+    def _choose_executor(self, device: torch.device) -> Callable:
         if self.kernel == "reference":
             return self._reference
         if self.kernel == "auto":
             from layers.kernels import fused_kernels_usable  # lazy: keeps CPU installs free of GPU packages
 
             usable, reason = fused_kernels_usable(device)
-            fused = self._fused() if usable else None
-            choice, why = ("fused", "") if fused is not None else ("reference", f" ({reason or 'no fused kernel'})")
+            fused, unsupported = self._fused() if usable else (None, reason)
+            choice, why = ("fused", "") if fused is not None else ("reference", f" ({unsupported})")
             key = (self.method, device.type, choice)
             if key not in _announced:
                 _announced.add(key)
@@ -104,9 +111,9 @@ class TensorProduct(ExactConstants):
             from layers.kernels import fused_kernels_usable
 
             usable, reason = fused_kernels_usable(device, allow_interpreter=True)
-            fused = self._fused()
-            if not usable or fused is None:
-                raise RuntimeError(f"{self.method}: the fused kernel cannot run here: {reason or 'not built'}")
+            fused, unsupported = self._fused() if usable else (None, reason)
+            if fused is None:
+                raise RuntimeError(f"{self.method}: the fused kernel cannot run here: {unsupported}")
             return fused
         return self._other_kernel(self.kernel)
 

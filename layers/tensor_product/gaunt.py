@@ -123,6 +123,30 @@ class FourierMultiplier(ExactConstants):
         ls, ms = degree_order_index(lmax_out)
         self.register_constant("flat_index_out", ls * (2 * lmax_out + 1) + ms)
 
+    def dense_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(F1 [D1, Q], F2 [D2, Q], F_out [D3, Q])`` float64 on the ``Q = N_beta * N_alpha`` torus grid.
+
+        ``F_t`` holds each harmonic's values on the uniform torus grid (what the inverse FFT of
+        step 2 produces) and ``F_out`` the exact linear map from grid values to harmonics (forward
+        FFT and step 3), so ``forward(f1, f2) = ((f1 @ F1) * (f2 @ F2)) @ F_out.T``. The fused kernel
+        runs these dense, real matrices: the same bilinear map without FFT launches.
+        """
+        exact = FourierMultiplier(self.lmax1, self.lmax2, self.lmax_out).double()
+        values = []
+        for which, lmax in (("1", self.lmax1), ("2", self.lmax2)):
+            basis = torch.eye((lmax + 1) ** 2, dtype=torch.float64)[None]
+            values.append(torch.fft.ifft2(exact._to_fourier(basis, which), norm="forward").real[0].flatten(1))
+        grid_basis = torch.eye(self.rows * self.columns, dtype=torch.float64).view(1, -1, self.rows, self.columns)
+        projection = exact._project(torch.fft.fft2(grid_basis.to(torch.complex128), norm="forward"))[0]  # [Q, D3]
+        return values[0], values[1], projection.T.contiguous()
+
+    def _project(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """Step 3: ``[Z, C, N_beta, N_alpha]`` Fourier coefficients -> ``[Z, C, (L3+1)^2]`` harmonics."""
+        real_dtype = torch.float64 if spectrum.dtype == torch.complex128 else torch.float32
+        per_m = torch.einsum("zcuv,vm->zcum", spectrum, _complex(self.azimuthal_integral, real_dtype))
+        padded = torch.einsum("zcum,ulm->zclm", per_m, _complex(self.polar_integral, real_dtype)).real
+        return padded.flatten(-2).index_select(-1, self.flat_index_out)
+
     def _to_fourier(self, f: torch.Tensor, which: str) -> torch.Tensor:
         """``[Z, C, (L+1)^2]`` real SH coefficients -> ``[Z, C, N_beta, N_alpha]`` Fourier coefficients."""
         lmax = self.lmax1 if which == "1" else self.lmax2
@@ -140,10 +164,7 @@ class FourierMultiplier(ExactConstants):
         spectrum2 = self._to_fourier(f2, "2")
         # convolution theorem: values on the uniform torus grid, pointwise product, back to coefficients
         values = torch.fft.ifft2(spectrum1, norm="forward") * torch.fft.ifft2(spectrum2, norm="forward")
-        spectrum = torch.fft.fft2(values, norm="forward")
-        per_m = torch.einsum("zcuv,vm->zcum", spectrum, _complex(self.azimuthal_integral, f1.dtype))
-        padded = torch.einsum("zcum,ulm->zclm", per_m, _complex(self.polar_integral, f1.dtype)).real
-        return padded.flatten(-2).index_select(-1, self.flat_index_out)
+        return self._project(torch.fft.fft2(values, norm="forward"))
 
 
 class GauntTensorProduct(SphericalFunctionProduct):

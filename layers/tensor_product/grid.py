@@ -75,6 +75,24 @@ class GridMultiplier(ExactConstants):
         ls, ms = degree_order_index(lmax_out)
         self.register_constant("flat_index_out", ls * (2 * lmax_out + 1) + ms)
 
+    def dense_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(F1 [D1, Q], F2 [D2, Q], F_out [D3, Q])`` float64 with ``Q = res_beta * res_alpha`` grid points.
+
+        ``F_t[(l,m), q] = Y_lm(r_q)`` and ``F_out[(l,m), q] = w_q Y_lm(r_q)``, so that
+        ``forward(f1, f2) = ((f1 @ F1) * (f2 @ F2)) @ F_out.T``: the quadrature as a rank-Q CP
+        decomposition of the Gaunt tensor (used by the fused kernel).
+        """
+
+        def flat(polar: torch.Tensor, azimuthal: torch.Tensor, padded_index: torch.Tensor) -> torch.Tensor:
+            table = torch.einsum("lmj,mk->lmjk", polar, azimuthal).flatten(0, 1)  # [(l, m) padded, j, k]
+            return table[padded_index].flatten(1)
+
+        return (
+            flat(self.master("polar1"), self.master("azimuthal1"), self.master("padded_index1")),
+            flat(self.master("polar2"), self.master("azimuthal2"), self.master("padded_index2")),
+            flat(self.master("projection_polar"), self.master("projection_azimuthal"), self.master("flat_index_out")),
+        )
+
     def _to_grid(self, f: torch.Tensor, which: str) -> torch.Tensor:
         """``[Z, C, (L+1)^2]`` coefficients -> ``[Z, C, res_beta, res_alpha]`` values."""
         lmax = self.lmaxes[0] if which == "1" else self.lmaxes[1]

@@ -196,6 +196,14 @@ class SphericalFunctionProduct(TensorProduct):
         return torch.einsum(subscripts, x, op) / sqrt(x.shape[1])
 
     def _reference(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return self.evaluate(x1, x2, weight, lambda k, f1, f2: self.multipliers[k](f1, f2))
+
+    def evaluate(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, multiply) -> torch.Tensor:
+        """The product with ``multiply(k, f1, f2)`` doing the ``k``-th parity-class product.
+
+        ``f1: [Z, C, (L1+1)^2]``, ``f2: [Z, C, (L2+1)^2]`` -> ``[Z, C, (L3+1)^2]``; the reference
+        passes the method's multiplier, the fused kernel its own.
+        """
         sig1, sig2, sig_out = self.signals
         batch = x1.shape[0]
         x1 = x1.index_select(1, self.to_channels1).reshape(batch, sig1.mul, sig1.base.dim)
@@ -205,8 +213,8 @@ class SphericalFunctionProduct(TensorProduct):
         f1 = torch.cat([f1, f1.new_zeros(f1.shape[:-1] + (1,))], dim=-1)  # a zero to gather absent degrees from
         f2 = torch.cat([f2, f2.new_zeros(f2.shape[:-1] + (1,))], dim=-1)
         out = None
-        for multiplier, (dense1, dense2, scatter) in zip(self.multipliers, self.pair_gathers):
-            product = multiplier(f1[..., getattr(self, dense1)], f2[..., getattr(self, dense2)])
+        for k, (dense1, dense2, scatter) in enumerate(self.pair_gathers):
+            product = multiply(k, f1[..., getattr(self, dense1)], f2[..., getattr(self, dense2)])
             product = torch.cat([product, product.new_zeros(product.shape[:-1] + (1,))], dim=-1)
             part = product[..., getattr(self, scatter)]
             out = part if out is None else out + part

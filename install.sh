@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install equizoo into ./.venv, ready to run.
+#
+#   ./install.sh            the package
+#   ./install.sh test       the package and what the test suite needs
+#
+# On a machine without an NVIDIA GPU, torch is the CPU build (torch==2.13.0, from the PyTorch
+# CPU index where it is reachable), so no multi-GB CUDA wheels are pulled. A torch that is
+# already installed system-wide (e.g. a GPU machine's) is reused: the venv sees system packages.
+set -euo pipefail
+cd "$(dirname "$0")"
+extras="${1:-}"
+python="${PYTHON:-python3}"
+
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv --system-site-packages .venv
+fi
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    "${pip[@]}" "torch>=2.6"
+  else
+    "${pip[@]}" "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+
+if [ -n "$extras" ]; then
+  "${pip[@]}" -e ".[${extras}]"
+else
+  "${pip[@]}" -e .
+fi
+echo "equizoo installed in .venv (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"

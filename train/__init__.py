@@ -1,0 +1,4 @@
+"""Training: the ``python -m train`` CLI, LightningModules, losses, metrics and optimizers.
+
+The only package that imports Lightning, Hydra and OmegaConf.
+"""
