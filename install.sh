@@ -12,22 +12,34 @@ cd "$(dirname "$0")"
 extras="${1:-}"
 python="${PYTHON:-python3}"
 
+pip_install() {  # quiet pip; its log is shown only when it fails
+  local log
+  log=$(mktemp)
+  if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" >"$log" 2>&1; then
+    grep -v "Retrying\|is ignored: it is neither" "$log" >&2 || true
+    rm -f "$log"
+    return 1
+  fi
+  rm -f "$log"
+}
+
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv --system-site-packages .venv
 fi
-pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
-    "${pip[@]}" "torch>=2.6"
+    pip_install "torch>=2.6"
   else
-    "${pip[@]}" "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
+    # the CPU wheel alone from the PyTorch CPU index, then its dependencies from the usual index
+    pip_install --no-deps "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
+    pip_install "torch==2.13.0"
   fi
 fi
 
 if [ -n "$extras" ]; then
-  "${pip[@]}" -e ".[${extras}]"
+  pip_install -e ".[${extras}]"
 else
-  "${pip[@]}" -e .
+  pip_install -e .
 fi
 echo "equizoo installed in .venv (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"

@@ -27,13 +27,20 @@ inputs. It falls with the rank. ``relative_error`` is :math:`\|E\|_F/\|M\|_F`.
 
 **Rank.** ``rank=None`` (default) picks the smallest rank reaching ``target_error`` (default
 1e-3) relative error; factors are fitted once and cached on disk
-(:mod:`layers.tensor_product.cp_fit`). Measured with ``scripts/cp_ranks.py`` (float64 ALS):
+(:mod:`layers.tensor_product.cp_fit`). The default ranks and the relative errors their factors reach,
+measured with ``scripts/cp_ranks.py`` (float64 ALS, 2026-11-23; all within the 1e-3 target):
 
-=========================================  ====  ==============
-irreps (in1 x in2 -> out, one copy each)   rank  relative error
-=========================================  ====  ==============
-0e+1o x 0e+1o -> 0e+1o                        7  see cp_ranks
-=========================================  ====  ==============
+=================================================  ====  ==============  =========
+irreps (in1 x in2 -> out, one copy each)           rank  relative error  D1*D2*D3
+=================================================  ====  ==============  =========
+0e+1o x 0e+1o -> 0e+1o                                6         8.6e-11  4*4*4
+0e+1o x 0e+1o -> 0e+1o+1e                            10         1.9e-10  4*4*7
+0e+1o+2e x 0e+1o+2e -> 0e+1o+2e                      20         7.8e-09  9*9*9
+0e+1o+2e x 0e+1o+2e -> 0e+1o+1e+2e+2o                50         9.9e-11  9*9*17
+0e+1o x 0e+1o+2e+3o -> 0e+1o+1e+2e+2o+3e+3o          47         2.6e-10  4*16*31
+0e+1o+2e+3o x 0e+1o+2e+3o -> 0e+1o+2e+3o             58         6.6e-06  16*16*16
+0e+1o+2e+3o+4e x 0e+1o+2e+3o+4e -> 0e+1o+2e+3o+4e   140         2.4e-06  25*25*25
+=================================================  ====  ==============  =========
 
 The factors are persistent buffers: a checkpoint keeps the exact factors it was trained with.
 """

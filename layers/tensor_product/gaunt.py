@@ -93,7 +93,11 @@ class FourierMultiplier(ExactConstants):
     """Multiplies functions of degree ``<= lmax1`` and ``<= lmax2``, keeping degrees ``<= lmax_out``.
 
     ``forward(f1: [Z, C, (lmax1+1)^2], f2: [Z, C, (lmax2+1)^2]) -> [Z, C, (lmax_out+1)^2]``
-    in e3nn's flat (l, m) order, via steps 1-3 of the module docstring.
+    in e3nn's flat (l, m) order, via steps 1-3 of the module docstring. The functions are real, so
+    their spectra are Hermitian, ``F[-u, -v] = conj F[u, v]``: only the columns ``v >= 0`` are kept
+    (real FFTs), and since the azimuthal and polar integrals satisfy ``a(-v) = conj a(v)`` and
+    ``b(-u) = conj b(u)``, the columns ``v < 0`` add the same real part as ``v > 0``: step 3 reads
+    ``x = Re[sum_u F[u,0] a(0) b(u) + 2 sum_u sum_{0<v<=L3} F[u,v] a(v) b(u)]``.
     """
 
     def __init__(self, lmax1: int, lmax2: int, lmax_out: int) -> None:
@@ -101,27 +105,59 @@ class FourierMultiplier(ExactConstants):
         self.lmax1, self.lmax2, self.lmax_out = lmax1, lmax2, lmax_out
         self.rows = 2 * (lmax1 + lmax2) + 1  # N_beta
         self.columns = lmax1 + lmax2 + lmax_out + 1  # N_alpha
-        # complex tables are stored as real [..., 2] views: Module.to(dtype) would drop imaginary parts
+        half = self.columns // 2 + 1  # columns v = 0 .. N_alpha // 2 of a real FFT
         for name, lmax in (("1", lmax1), ("2", lmax2)):
-            self.register_constant(f"polar{name}", torch.view_as_real(polar_fourier(lmax, self.rows)))
-            self.register_constant(
-                f"azimuthal{name}", torch.view_as_real(azimuthal_fourier(lmax, self.columns)))
+            polar = polar_fourier(lmax, self.rows)  # [L+1, 2L+1, N_beta] complex
+            self.register_constant(f"polar{name}_real", polar.real.contiguous())
+            self.register_constant(f"polar{name}_imag", polar.imag.contiguous())
+            # complex tables are stored as real [..., 2] views: Module.to(dtype) would drop imaginary parts
+            azimuthal = azimuthal_fourier(lmax, self.columns)[:, :half]  # [2L+1, half]
+            self.register_constant(f"azimuthal{name}", torch.view_as_real(azimuthal.contiguous()))
             ls, ms = degree_order_index(lmax)
-            self.register_constant(f"padded_index{name}", ls * (2 * lmax + 1) + ms)
-        # back to SH: azimuthal integrals [N_alpha, 2L3+1] and polar integrals [N_beta, L3+1, 2L3+1]
-        v = _frequencies(self.columns)
+            padded = torch.full(((lmax + 1) * (2 * lmax + 1),), (lmax + 1) ** 2, dtype=torch.long)
+            padded[ls * (2 * lmax + 1) + ms] = torch.arange((lmax + 1) ** 2)
+            self.register_constant(f"padded_gather{name}", padded)  # (l, m) grid <- flat, last = zero
+        # back to SH: azimuthal integrals a(v) [L3+1, 2L3+1] (v >= 0, doubled for v > 0) and
+        # polar integrals b(u) [N_beta, L3+1, 2L3+1]
         phi_out = azimuthal_fourier(lmax_out, self.columns)  # [2L3+1, N_alpha]
-        keep = v.abs() <= lmax_out
-        azimuthal_integral = 2 * math.pi * phi_out[:, (-v) % self.columns].T * keep.unsqueeze(1)
+        v = torch.arange(lmax_out + 1)
+        azimuthal_integral = 2 * math.pi * phi_out[:, (-v) % self.columns].T  # a(v) = 2 pi phi_{-v}
+        azimuthal_integral[1:] *= 2
         u = _frequencies(self.rows)
         p_out = polar_fourier(lmax_out, 2 * lmax_out + 1)  # [L3+1, 2L3+1, 2L3+1] (coefficient index u')
         u_prime = _frequencies(2 * lmax_out + 1)
         integrals = _polar_integral(u[:, None] + u_prime[None, :])  # [N_beta, 2L3+1]
         polar_integral = torch.einsum("lmq,uq->ulm", p_out, integrals)
         self.register_constant("azimuthal_integral", torch.view_as_real(azimuthal_integral.contiguous()))
-        self.register_constant("polar_integral", torch.view_as_real(polar_integral.contiguous()))
+        self.register_constant("polar_integral_real", polar_integral.real.contiguous())
+        self.register_constant("polar_integral_imag", polar_integral.imag.contiguous())
         ls, ms = degree_order_index(lmax_out)
         self.register_constant("flat_index_out", ls * (2 * lmax_out + 1) + ms)
+
+    def values(self, f: torch.Tensor, which: str) -> torch.Tensor:
+        """Steps 1-2a: ``[Z, C, (L+1)^2]`` coefficients -> ``[Z, C, N_beta, N_alpha]`` values on the torus grid."""
+        lmax = self.lmax1 if which == "1" else self.lmax2
+        padded = torch.cat([f, f.new_zeros(f.shape[:-1] + (1,))], dim=-1)[..., getattr(self, f"padded_gather{which}")]
+        padded = padded.unflatten(-1, (lmax + 1, 2 * lmax + 1))
+        per_m = torch.complex(
+            torch.einsum("zclm,lmu->zcmu", padded, getattr(self, f"polar{which}_real").to(f.dtype)),
+            torch.einsum("zclm,lmu->zcmu", padded, getattr(self, f"polar{which}_imag").to(f.dtype)),
+        )
+        spectrum = torch.einsum("zcmu,mv->zcuv", per_m, _complex(getattr(self, f"azimuthal{which}"), f.dtype))
+        return torch.fft.irfft2(spectrum, s=(self.rows, self.columns), norm="forward")
+
+    def coefficients(self, values: torch.Tensor) -> torch.Tensor:
+        """Steps 2b-3: torus-grid values ``[Z, C, N_beta, N_alpha]`` -> ``[Z, C, (L3+1)^2]`` harmonics."""
+        spectrum = torch.fft.rfft2(values, norm="forward")[..., : self.lmax_out + 1]
+        per_m = torch.einsum("zcuv,vm->zcum", spectrum, _complex(self.azimuthal_integral, values.dtype))
+        padded = torch.einsum("zcum,ulm->zclm", per_m.real, self.polar_integral_real.to(values.dtype)) - torch.einsum(
+            "zcum,ulm->zclm", per_m.imag, self.polar_integral_imag.to(values.dtype)
+        )
+        return padded.flatten(-2).index_select(-1, self.flat_index_out)
+
+    def forward(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+        # convolution theorem: values on the uniform torus grid, pointwise product, back to coefficients
+        return self.coefficients(self.values(f1, "1") * self.values(f2, "2"))
 
     def dense_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(F1 [D1, Q], F2 [D2, Q], F_out [D3, Q])`` float64 on the ``Q = N_beta * N_alpha`` torus grid.
@@ -132,39 +168,13 @@ class FourierMultiplier(ExactConstants):
         runs these dense, real matrices: the same bilinear map without FFT launches.
         """
         exact = FourierMultiplier(self.lmax1, self.lmax2, self.lmax_out).double()
-        values = []
+        factors = []
         for which, lmax in (("1", self.lmax1), ("2", self.lmax2)):
             basis = torch.eye((lmax + 1) ** 2, dtype=torch.float64)[None]
-            values.append(torch.fft.ifft2(exact._to_fourier(basis, which), norm="forward").real[0].flatten(1))
+            factors.append(exact.values(basis, which)[0].flatten(1))
         grid_basis = torch.eye(self.rows * self.columns, dtype=torch.float64).view(1, -1, self.rows, self.columns)
-        projection = exact._project(torch.fft.fft2(grid_basis.to(torch.complex128), norm="forward"))[0]  # [Q, D3]
-        return values[0], values[1], projection.T.contiguous()
-
-    def _project(self, spectrum: torch.Tensor) -> torch.Tensor:
-        """Step 3: ``[Z, C, N_beta, N_alpha]`` Fourier coefficients -> ``[Z, C, (L3+1)^2]`` harmonics."""
-        real_dtype = torch.float64 if spectrum.dtype == torch.complex128 else torch.float32
-        per_m = torch.einsum("zcuv,vm->zcum", spectrum, _complex(self.azimuthal_integral, real_dtype))
-        padded = torch.einsum("zcum,ulm->zclm", per_m, _complex(self.polar_integral, real_dtype)).real
-        return padded.flatten(-2).index_select(-1, self.flat_index_out)
-
-    def _to_fourier(self, f: torch.Tensor, which: str) -> torch.Tensor:
-        """``[Z, C, (L+1)^2]`` real SH coefficients -> ``[Z, C, N_beta, N_alpha]`` Fourier coefficients."""
-        lmax = self.lmax1 if which == "1" else self.lmax2
-        complex_dtype = torch.complex128 if f.dtype == torch.float64 else torch.complex64
-        padded = f.new_zeros(f.shape[:-1] + ((lmax + 1) * (2 * lmax + 1),))
-        padded = padded.index_copy(-1, getattr(self, f"padded_index{which}"), f)
-        padded = padded.unflatten(-1, (lmax + 1, 2 * lmax + 1)).to(complex_dtype)
-        polar = _complex(getattr(self, f"polar{which}"), f.dtype)
-        azimuthal = _complex(getattr(self, f"azimuthal{which}"), f.dtype)
-        per_m = torch.einsum("zclm,lmu->zcmu", padded, polar)
-        return torch.einsum("zcmu,mv->zcuv", per_m, azimuthal)
-
-    def forward(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
-        spectrum1 = self._to_fourier(f1, "1")
-        spectrum2 = self._to_fourier(f2, "2")
-        # convolution theorem: values on the uniform torus grid, pointwise product, back to coefficients
-        values = torch.fft.ifft2(spectrum1, norm="forward") * torch.fft.ifft2(spectrum2, norm="forward")
-        return self._project(torch.fft.fft2(values, norm="forward"))
+        factors.append(exact.coefficients(grid_basis)[0].T.contiguous())  # [D3, Q]
+        return factors[0], factors[1], factors[2]
 
 
 class GauntTensorProduct(SphericalFunctionProduct):
