@@ -136,7 +136,10 @@ def estimated_gib(lmax: int, channels: int, rows: int) -> float:
 
 
 def run_grid(args) -> list[dict]:
+    """Every configuration, smallest first. Where e3nn's forward took longer than ``--budget``
+    seconds, every larger configuration (at least as large in L, channels and rows) is skipped."""
     results = []
+    too_slow: list[tuple[int, int, int]] = []
     for lmax in args.lmax:
         for channels in args.channels:
             for rows in args.rows:
@@ -145,6 +148,9 @@ def run_grid(args) -> list[dict]:
                         method=method, lmax=lmax, channels=channels, rows=rows, device=args.device, dtype=args.dtype,
                         kernel=args.kernel, threads=args.threads, min_repeats=args.min_repeats, min_seconds=args.min_seconds,
                     )
+                    if any(lmax >= l and channels >= c and rows >= r and (lmax, channels, rows) != (l, c, r) for l, c, r in too_slow):
+                        results.append({**config, "skipped": f"skipped: e3nn forward over {args.budget:g} s at a smaller size"})
+                        continue
                     if estimated_gib(lmax, channels, rows) > args.max_gib:
                         results.append({**config, "skipped": f"needs about {estimated_gib(lmax, channels, rows):.0f} GiB"})
                         print(f"skip {method} L={lmax} U={channels} rows={rows}: memory", flush=True)
@@ -154,11 +160,14 @@ def run_grid(args) -> list[dict]:
                         capture_output=True, text=True, timeout=args.timeout,
                     )
                     if child.returncode != 0:
-                        tail = (child.stderr.strip().splitlines() or ["?"])[-1]
+                        killed = child.returncode in (-9, 137)
+                        tail = "killed (out of memory)" if killed else (child.stderr.strip().splitlines() or ["?"])[-1]
                         results.append({**config, "skipped": f"failed: {tail[:120]}"})
                     else:
                         results.append(json.loads(child.stdout.strip().splitlines()[-1]))
                     r = results[-1]
+                    if method == "e3nn" and "skipped" not in r and r["forward_ms"] > 1e3 * args.budget:
+                        too_slow.append((lmax, channels, rows))
                     if "skipped" in r:
                         print(f"{method:6s} L={lmax} U={channels:3d} rows={rows:6d}  {r['skipped']}", flush=True)
                     else:
@@ -229,6 +238,8 @@ def main() -> None:
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--max-gib", type=float, default=8.0, help="skip configurations needing more memory")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per measurement process")
+    parser.add_argument("--budget", type=float, default=float("inf"),
+                        help="skip configurations larger than one where e3nn's forward took longer (seconds)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the results")
     parser.add_argument("--single", help=argparse.SUPPRESS)
     args = parser.parse_args()

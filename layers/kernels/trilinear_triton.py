@@ -54,7 +54,7 @@ def _matmul(x, y, FP64: tl.constexpr):
 def _load_rows(ptr, rows, group, count, width, BLOCK_D: tl.constexpr):
     """``[BLOCK_M, BLOCK_D]`` tile of operand rows ``(rows // group) % count``, zero-padded."""
     columns = tl.arange(0, BLOCK_D)
-    source = (rows // group) % count
+    source = ((rows // group) % count).to(tl.int64)  # int64 offsets: rows x width can pass 2^31
     mask = (rows[:, None] >= 0) & (columns[None, :] < width)
     return tl.load(ptr + source[:, None] * width + columns[None, :], mask=mask, other=0.0)
 
@@ -101,7 +101,7 @@ def _trilinear_kernel(
         fo = tl.load(fo_ptr + out_columns[None, :] * rank + offsets[:, None], mask=mask, other=0.0)
         acc += _matmul(h, fo, FP64)
     mask = live[:, None] & (out_columns[None, :] < do)
-    tl.store(out_ptr + rows[:, None] * do + out_columns[None, :], acc, mask=mask)
+    tl.store(out_ptr + rows.to(tl.int64)[:, None] * do + out_columns[None, :], acc, mask=mask)
 
 
 def _block(width: int) -> int:

@@ -183,7 +183,10 @@ class SphericalFunctionProduct(TensorProduct):
         with torch.no_grad():
             for block in self.spec.weights:
                 part = self.weight[block.start : block.stop]
-                part.fill_(1.0) if "scale" in block.name else part.normal_()
+                if "scale" in block.name:
+                    part.fill_(1.0)
+                else:
+                    part.normal_()
 
     # -- forward pieces ------------------------------------------------------------------
     @staticmethod
