@@ -12,9 +12,12 @@ cuEquivariance's reference path (used by the tests on CPU).
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import torch
+
+log = logging.getLogger("equizoo.tensor_product")
 
 # subscripts in ir_mul layout: weights, x1 [i, u], x2 [j, v], out [k, w], coupling ijk
 _SUBSCRIPTS = {
@@ -57,34 +60,44 @@ class CueqExecutor:
             weight_segment = stp.add_segment(0, path.weight.shape)
             coupling = module.master(f"coupling_{n}").numpy()
             stp.add_path(weight_segment, path.i_in1, path.i_in2, path.i_out, c=coupling)
-        polynomial = cue.SegmentedPolynomial.eval_last_operand(stp)
-        device = module.master("coupling_0").device if spec.paths else torch.device("cpu")
-        self.polynomial = polynomial
+        self.polynomial = cue.SegmentedPolynomial.eval_last_operand(stp)
         self.modules: dict = {}
         self.cuet = cuet
         self.to_ir_mul1 = _ir_mul_index(spec.irreps_in1)
         self.to_ir_mul2 = _ir_mul_index(spec.irreps_in2)
         self.from_ir_mul = torch.argsort(_ir_mul_index(spec.irreps_out))
-        del device
 
-    def _module(self, device: torch.device):
-        if device.type not in self.modules:
+    def _on(self, device: torch.device):
+        """cuEquivariance module and layout gathers for ``device``, built once per device."""
+        key = (device.type, device.index)
+        if key not in self.modules:
             methods = ("uniform_1d", "fused_tp") if device.type == "cuda" else ("naive",)
+            module = None
             for method in methods:
                 with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
+                    warnings.simplefilter("ignore")  # we say below which path runs
                     try:
                         module = self.cuet.SegmentedPolynomial(self.polynomial, method=method).to(device)
                         break
                     except (ValueError, NotImplementedError, RuntimeError):
                         continue
-            self.modules[device.type] = module
-        return self.modules[device.type]
+            if module is None:
+                raise RuntimeError(f"cuEquivariance accepts none of {methods} for this product")
+            if device.type == "cuda" and module.method == "naive":
+                log.warning(
+                    "equizoo: cuEquivariance's CUDA kernels are unavailable, its slow naive path runs; "
+                    "install cuequivariance-ops-torch-cu13 and platformdirs"
+                )
+            self.modules[key] = (
+                module,
+                self.to_ir_mul1.to(device),
+                self.to_ir_mul2.to(device),
+                self.from_ir_mul.to(device),
+            )
+        return self.modules[key]
 
     def __call__(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        device = x1.device
-        x1 = x1.index_select(1, self.to_ir_mul1.to(device))
-        x2 = x2.index_select(1, self.to_ir_mul2.to(device))
+        module, to_ir_mul1, to_ir_mul2, from_ir_mul = self._on(x1.device)
         weight = weight.reshape(-1, weight.shape[-1])
-        [out] = self._module(device)([weight, x1, x2])
-        return out.index_select(1, self.from_ir_mul.to(device))
+        [out] = module([weight, x1.index_select(1, to_ir_mul1), x2.index_select(1, to_ir_mul2)])
+        return out.index_select(1, from_ir_mul)

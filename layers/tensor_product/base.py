@@ -54,6 +54,8 @@ class TensorProduct(ExactConstants):
         self.irreps_in2 = spec.irreps_in2
         self.irreps_out = spec.irreps_out
         self.weight_numel = spec.weight_numel
+        self.mode = spec.mode
+        self._dims = (spec.irreps_in1.dim, spec.irreps_in2.dim, spec.irreps_out.dim)  # forward reads ints only
         if internal_weights is None:
             internal_weights = shared_weights and self.weight_numel > 0
         if internal_weights and not shared_weights:
@@ -152,10 +154,11 @@ class TensorProduct(ExactConstants):
     # -- forward -------------------------------------------------------------------------
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x1: [..., irreps_in1.dim]``, ``x2: [..., irreps_in2.dim]`` -> ``[..., irreps_out.dim]``."""
-        if x1.shape[-1] != self.irreps_in1.dim:
-            raise ValueError(f"x1 has last dimension {x1.shape[-1]}; irreps_in1 {self.irreps_in1} has dim {self.irreps_in1.dim}")
-        if x2.shape[-1] != self.irreps_in2.dim:
-            raise ValueError(f"x2 has last dimension {x2.shape[-1]}; irreps_in2 {self.irreps_in2} has dim {self.irreps_in2.dim}")
+        dim1, dim2, dim_out = self._dims
+        if x1.shape[-1] != dim1:
+            raise ValueError(f"x1 has last dimension {x1.shape[-1]}; irreps_in1 {self.irreps_in1} has dim {dim1}")
+        if x2.shape[-1] != dim2:
+            raise ValueError(f"x2 has last dimension {x2.shape[-1]}; irreps_in2 {self.irreps_in2} has dim {dim2}")
         weight = self._resolve_weight(weight)
         per_row = weight.dim() > 1
         leading = torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1], *([weight.shape[:-1]] if per_row else []))
@@ -166,7 +169,7 @@ class TensorProduct(ExactConstants):
         if weight.numel() > 0:
             weight = weight.to(x1.dtype)
         out = self._executor(x1.device)(x1, x2, weight)
-        return out.reshape(leading + (self.irreps_out.dim,))
+        return out.reshape(leading + (dim_out,))
 
     def _reference(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``x1: [Z, d1]``, ``x2: [Z, d2]``, ``weight: [numel]`` or ``[Z, numel]`` -> ``[Z, d_out]``."""

@@ -25,7 +25,7 @@ import torch
 from e3nn import o3
 
 from layers.irreps import IrrepsLike, as_irreps
-from layers.tensor_product.base import TensorProduct, weight_block
+from layers.tensor_product.base import TensorProduct
 from layers.tensor_product.spec import (
     ALL_MODES,
     Capabilities,
@@ -219,6 +219,16 @@ class CGTensorProduct(TensorProduct):
                 "drop it from irreps_out or pass explicit instructions"
             )
         super().__init__(spec, kernel=kernel, shared_weights=shared_weights, internal_weights=internal_weights)
+        # bookkeeping once, as plain ints: (start, stop, mul, dim) of each irrep block
+        self._blocks1 = tuple((s.start, s.stop, mul, ir.dim) for s, (mul, ir) in zip(irreps_in1.slices(), irreps_in1))
+        self._blocks2 = tuple((s.start, s.stop, mul, ir.dim) for s, (mul, ir) in zip(irreps_in2.slices(), irreps_in2))
+        self._blocks_out = tuple((mul, ir.dim) for mul, ir in irreps_out)
+        # each path as (i_in1, i_in2, i_out, einsum with weights, einsum without, weight start, stop, shape or None)
+        self._paths = tuple(
+            (p.i_in1, p.i_in2, p.i_out, *_PATH_EINSUM[p.mode],
+             *((p.weight.start, p.weight.stop, p.weight.shape) if p.weight is not None else (0, 0, None)))
+            for p in spec.paths
+        )
         for n, path in enumerate(spec.paths):
             l1, l2, l3 = irreps_in1[path.i_in1].ir.l, irreps_in2[path.i_in2].ir.l, irreps_out[path.i_out].ir.l
             coupling = path.coefficient * o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
@@ -227,23 +237,22 @@ class CGTensorProduct(TensorProduct):
 
     def _reference(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         batch = x1.shape[0]
-        x1_blocks = [x1[:, s].reshape(batch, mul, ir.dim) for s, (mul, ir) in zip(self.irreps_in1.slices(), self.irreps_in1)]
-        x2_blocks = [x2[:, s].reshape(batch, mul, ir.dim) for s, (mul, ir) in zip(self.irreps_in2.slices(), self.irreps_in2)]
+        x1_blocks = [x1[:, start:stop].reshape(batch, mul, dim) for start, stop, mul, dim in self._blocks1]
+        x2_blocks = [x2[:, start:stop].reshape(batch, mul, dim) for start, stop, mul, dim in self._blocks2]
         per_row = weight.dim() == 2
         outputs: list[Optional[torch.Tensor]] = [None] * len(self.irreps_out)
-        for n, path in enumerate(self.spec.paths):
+        for n, (i1, i2, i_out, with_weight, without_weight, start, stop, shape) in enumerate(self._paths):
             coupling = getattr(self, f"coupling_{n}").to(x1.dtype)
-            with_weight, without_weight = _PATH_EINSUM[path.mode]
-            a, b = x1_blocks[path.i_in1], x2_blocks[path.i_in2]
-            if path.weight is not None:
-                w = weight_block(weight, path.weight)
+            a, b = x1_blocks[i1], x2_blocks[i2]
+            if shape is not None:
+                w = weight[..., start:stop].reshape(weight.shape[:-1] + shape)
                 result = torch.einsum(with_weight.format(z="z" if per_row else ""), a, b, coupling, w)
             else:
                 result = torch.einsum(without_weight, a, b, coupling)
-            current = outputs[path.i_out]
-            outputs[path.i_out] = result if current is None else current + result
+            current = outputs[i_out]
+            outputs[i_out] = result if current is None else current + result
         pieces = [
-            (out if out is not None else x1.new_zeros(batch, mul, ir.dim)).reshape(batch, mul * ir.dim)
-            for out, (mul, ir) in zip(outputs, self.irreps_out)
+            (out if out is not None else x1.new_zeros(batch, mul, dim)).reshape(batch, mul * dim)
+            for out, (mul, dim) in zip(outputs, self._blocks_out)
         ]
         return torch.cat(pieces, dim=1) if pieces else x1.new_zeros(batch, 0)

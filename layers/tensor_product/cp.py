@@ -136,7 +136,9 @@ class CPTensorProduct(TensorProduct):
         )
         super().__init__(spec, kernel=kernel, shared_weights=shared_weights, internal_weights=internal_weights)
         self.signals = (sig1, sig2, sig_out)
+        self._shapes = ((sig1.mul, sig1.base.dim), (sig2.mul, sig2.base.dim))  # channel views, as ints
         self.rank = factors.rank
+        self.weight_layout = spec.weights[0]
         dtype = torch.get_default_dtype()
         self.register_buffer("factor_in1", factors.in1.to(dtype))
         self.register_buffer("factor_in2", factors.in2.to(dtype))
@@ -182,18 +184,18 @@ class CPTensorProduct(TensorProduct):
 
     # -- forward -------------------------------------------------------------------------
     def _reference(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        sig1, sig2, _ = self.signals
+        (mul1, dim1), (mul2, dim2) = self._shapes
         batch = x1.shape[0]
-        x1 = x1.index_select(1, self.to_channels1).reshape(batch, sig1.mul, sig1.base.dim)
-        x2 = x2.index_select(1, self.to_channels2).reshape(batch, sig2.mul, sig2.base.dim)
+        x1 = x1.index_select(1, self.to_channels1).reshape(batch, mul1, dim1)
+        x2 = x2.index_select(1, self.to_channels2).reshape(batch, mul2, dim2)
         p = x1 @ self.factor_in1.to(x1.dtype)  # [Z, U, R]
         q = x2 @ self.factor_in2.to(x1.dtype)  # [Z, V, R]
-        w = weight_block(weight, self.spec.weights[0])
+        w = weight_block(weight, self.weight_layout)
         z = "z" if weight.dim() == 2 else ""
-        if self.spec.mode == "uvw":
-            h = torch.einsum(f"zur,zvr,{z}uvw->zwr", p, q, w) / sqrt(sig1.mul * sig2.mul)
-        elif self.spec.mode == "uvu":
-            h = p * torch.einsum(f"zvr,{z}uv->zur", q, w) / sqrt(sig2.mul)
+        if self.mode == "uvw":
+            h = torch.einsum(f"zur,zvr,{z}uvw->zwr", p, q, w) / sqrt(mul1 * mul2)
+        elif self.mode == "uvu":
+            h = p * torch.einsum(f"zvr,{z}uv->zur", q, w) / sqrt(mul2)
         else:
             h = p * q * w.unsqueeze(-1)
         out = h @ self.factor_out.to(x1.dtype).T  # [Z, C, D3]

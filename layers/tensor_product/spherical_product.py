@@ -148,6 +148,7 @@ class SphericalFunctionProduct(TensorProduct):
         )
         super().__init__(spec, kernel=kernel, shared_weights=shared_weights, internal_weights=internal_weights)
         self.signals = (sig1, sig2, sig_out)
+        self._shapes = ((sig1.mul, sig1.base.dim), (sig2.mul, sig2.base.dim))  # channel views, as ints
         self.in1_block, self.in2_block, self.out_block = blocks
         self.register_constant("to_channels1", sig1.to_channels_index())
         self.register_constant("to_channels2", sig2.to_channels_index())
@@ -207,12 +208,12 @@ class SphericalFunctionProduct(TensorProduct):
         ``f1: [Z, C, (L1+1)^2]``, ``f2: [Z, C, (L2+1)^2]`` -> ``[Z, C, (L3+1)^2]``; the reference
         passes the method's multiplier, the fused kernel its own.
         """
-        sig1, sig2, sig_out = self.signals
+        (mul1, dim1), (mul2, dim2) = self._shapes
         batch = x1.shape[0]
-        x1 = x1.index_select(1, self.to_channels1).reshape(batch, sig1.mul, sig1.base.dim)
-        x2 = x2.index_select(1, self.to_channels2).reshape(batch, sig2.mul, sig2.base.dim)
-        f1 = self._operate(x1, weight_block(weight, self.in1_block), self.irrep_of_component1, self.spec.mode == "uvw")
-        f2 = self._operate(x2, weight_block(weight, self.in2_block), self.irrep_of_component2, self.spec.mode != "uuu")
+        x1 = x1.index_select(1, self.to_channels1).reshape(batch, mul1, dim1)
+        x2 = x2.index_select(1, self.to_channels2).reshape(batch, mul2, dim2)
+        f1 = self._operate(x1, weight_block(weight, self.in1_block), self.irrep_of_component1, self.mode == "uvw")
+        f2 = self._operate(x2, weight_block(weight, self.in2_block), self.irrep_of_component2, self.mode != "uuu")
         f1 = torch.cat([f1, f1.new_zeros(f1.shape[:-1] + (1,))], dim=-1)  # a zero to gather absent degrees from
         f2 = torch.cat([f2, f2.new_zeros(f2.shape[:-1] + (1,))], dim=-1)
         out = None
