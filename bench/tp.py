@@ -48,13 +48,9 @@ def build(method: str, lmax: int, channels: int, kernel: str, device: str, dtype
     sh = o3.Irreps.spherical_harmonics(lmax)
     node = o3.Irreps([(channels, ir) for _, ir in sh])
     if method == "e3nn":
-        instructions = [
-            (i1, i2, i3, "uvu", True)
-            for i1, (_, ir1) in enumerate(node)
-            for i2, (_, ir2) in enumerate(sh)
-            for i3, (_, ir3) in enumerate(node)
-            if ir3 in ir1 * ir2
-        ]
+        from layers.tensor_product.cg import cg_instructions
+
+        instructions = cg_instructions(node, sh, node, "uvu")
         module = o3.TensorProduct(node, sh, node, instructions, shared_weights=False, internal_weights=False)
     else:
         from layers.tensor_product import make_tensor_product

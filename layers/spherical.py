@@ -64,6 +64,21 @@ def degree_order_index(lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ls, ms
 
 
+def padded_gather_index(lmax: int) -> torch.Tensor:
+    """``[(lmax+1) * (2lmax+1)]``: for each cell of the ``[l, m + lmax]`` grid, its flat (l, m) index;
+    cells with ``|m| > l`` point one past the end (append a zero to the flat tensor before gathering)."""
+    ls, ms = degree_order_index(lmax)
+    index = torch.full(((lmax + 1) * (2 * lmax + 1),), (lmax + 1) ** 2, dtype=torch.long)
+    index[ls * (2 * lmax + 1) + ms] = torch.arange((lmax + 1) ** 2)
+    return index
+
+
+def to_padded(f: torch.Tensor, gather: torch.Tensor, lmax: int) -> torch.Tensor:
+    """``[..., (lmax+1)^2]`` flat coefficients -> ``[..., lmax+1, 2lmax+1]`` by degree and order, zero-filled."""
+    padded = torch.cat([f, f.new_zeros(f.shape[:-1] + (1,))], dim=-1)[..., gather]
+    return padded.unflatten(-1, (lmax + 1, 2 * lmax + 1))
+
+
 @lru_cache(maxsize=None)
 def gaunt_coefficients(l1: int, l2: int, l3: int) -> torch.Tensor:
     r"""``[2l1+1, 2l2+1, 2l3+1]`` float64: :math:`G = \int Y_{l_1 m_1} Y_{l_2 m_2} Y_{l_3 m_3} d\Omega`.

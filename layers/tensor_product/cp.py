@@ -60,6 +60,7 @@ from layers.tensor_product.cp_fit import (
     cached_cp,
     coupling_paths,
     coupling_tensor,
+    path_coefficient,
 )
 from layers.tensor_product.spec import Capabilities, Path, TensorProductSpec, lay_out_weights
 
@@ -130,7 +131,7 @@ class CPTensorProduct(TensorProduct):
             irreps_in1=sig1.irreps,
             irreps_in2=sig2.irreps,
             irreps_out=sig_out.irreps,
-            paths=tuple(Path(i1, i2, i3, mode, coefficient=1.0) for i1, i2, i3 in paths),
+            paths=tuple(Path(i1, i2, i3, mode, coefficient=path_coefficient(sig_out.base, paths, i3)) for i1, i2, i3 in paths),
             weights=lay_out_weights([("channel weights (shared by all paths)", shape)]),
             options=(("rank", factors.rank),),
         )

@@ -55,16 +55,21 @@ def coupling_paths(base1: o3.Irreps, base2: o3.Irreps, base_out: o3.Irreps) -> l
     ]
 
 
+def path_coefficient(base_out: o3.Irreps, paths: list[tuple[int, int, int]], i_out: int) -> float:
+    """``sqrt((2 l3 + 1) / n_out)``: the factor of every path into output irrep ``i_out``."""
+    fan_in = sum(1 for p in paths if p[2] == i_out)
+    return sqrt((2 * base_out[i_out].ir.l + 1) / fan_in)
+
+
 @lru_cache(maxsize=64)
 def coupling_tensor(base1: o3.Irreps, base2: o3.Irreps, base_out: o3.Irreps) -> torch.Tensor:
     """``[D1, D2, D3]`` float64 coupling tensor of the module docstring (do not modify in place)."""
     paths = coupling_paths(base1, base2, base_out)
-    fan_in = {i3: sum(1 for p in paths if p[2] == i3) for i3 in range(len(base_out))}
     tensor = torch.zeros(base1.dim, base2.dim, base_out.dim, dtype=torch.float64)
     s1, s2, s3 = base1.slices(), base2.slices(), base_out.slices()
     for i1, i2, i3 in paths:
         l1, l2, l3 = base1[i1].ir.l, base2[i2].ir.l, base_out[i3].ir.l
-        tensor[s1[i1], s2[i2], s3[i3]] = sqrt((2 * l3 + 1) / fan_in[i3]) * o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
+        tensor[s1[i1], s2[i2], s3[i3]] = path_coefficient(base_out, paths, i3) * o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
     return tensor
 
 
@@ -144,17 +149,23 @@ def _cache_path(tensor: torch.Tensor, rank: int) -> Path:
     return cache_dir() / f"cp-v{FIT_VERSION}-{_digest(tensor)}-r{rank}.safetensors"
 
 
-def _store(path: Path, factors: CPFactors, description: str, error: float) -> None:
+def _atomic_write(path: Path, write) -> None:
+    """``write(temporary_path)``, then rename over ``path``: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(handle)
     try:
-        metadata = {"description": description, "relative_error": repr(error), "fit_version": str(FIT_VERSION)}
-        save_file({"in1": factors.in1, "in2": factors.in2, "out": factors.out}, temporary, metadata=metadata)
+        write(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _store(path: Path, factors: CPFactors, description: str, error: float) -> None:
+    metadata = {"description": description, "relative_error": repr(error), "fit_version": str(FIT_VERSION)}
+    tensors = {"in1": factors.in1, "in2": factors.in2, "out": factors.out}
+    _atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
 
 def _load(path: Path, tensor: torch.Tensor, rank: int) -> CPFactors | None:
@@ -226,9 +237,5 @@ def auto_rank_cp(tensor: torch.Tensor, target: float = 1e-3, description: str = 
         _store(_cache_path(tensor, rank), factors, description, factors.relative_error(tensor))
     else:
         factors = cached_cp(tensor, rank, description)
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=memo.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        json.dump({"rank": rank, "description": description}, file)
-    os.replace(temporary, memo)
+    _atomic_write(memo, lambda temporary: Path(temporary).write_text(json.dumps({"rank": rank, "description": description})))
     return factors

@@ -42,7 +42,7 @@ from torch import nn
 
 from layers.exact_constants import ExactConstants
 from layers.irreps import IrrepsLike
-from layers.spherical import azimuthal_factor, degree_order_index, polar_factor
+from layers.spherical import azimuthal_factor, degree_order_index, padded_gather_index, polar_factor, to_padded
 from layers.tensor_product.spec import Capabilities
 from layers.tensor_product.spherical_product import MODES, SphericalFunctionProduct
 
@@ -113,10 +113,7 @@ class FourierMultiplier(ExactConstants):
             # complex tables are stored as real [..., 2] views: Module.to(dtype) would drop imaginary parts
             azimuthal = azimuthal_fourier(lmax, self.columns)[:, :half]  # [2L+1, half]
             self.register_constant(f"azimuthal{name}", torch.view_as_real(azimuthal.contiguous()))
-            ls, ms = degree_order_index(lmax)
-            padded = torch.full(((lmax + 1) * (2 * lmax + 1),), (lmax + 1) ** 2, dtype=torch.long)
-            padded[ls * (2 * lmax + 1) + ms] = torch.arange((lmax + 1) ** 2)
-            self.register_constant(f"padded_gather{name}", padded)  # (l, m) grid <- flat, last = zero
+            self.register_constant(f"padded_gather{name}", padded_gather_index(lmax))
         # back to SH: azimuthal integrals a(v) [L3+1, 2L3+1] (v >= 0, doubled for v > 0) and
         # polar integrals b(u) [N_beta, L3+1, 2L3+1]
         phi_out = azimuthal_fourier(lmax_out, self.columns)  # [2L3+1, N_alpha]
@@ -137,8 +134,7 @@ class FourierMultiplier(ExactConstants):
     def values(self, f: torch.Tensor, which: str) -> torch.Tensor:
         """Steps 1-2a: ``[Z, C, (L+1)^2]`` coefficients -> ``[Z, C, N_beta, N_alpha]`` values on the torus grid."""
         lmax = self.lmax1 if which == "1" else self.lmax2
-        padded = torch.cat([f, f.new_zeros(f.shape[:-1] + (1,))], dim=-1)[..., getattr(self, f"padded_gather{which}")]
-        padded = padded.unflatten(-1, (lmax + 1, 2 * lmax + 1))
+        padded = to_padded(f, getattr(self, f"padded_gather{which}"), lmax)
         per_m = torch.complex(
             torch.einsum("zclm,lmu->zcmu", padded, getattr(self, f"polar{which}_real").to(f.dtype)),
             torch.einsum("zclm,lmu->zcmu", padded, getattr(self, f"polar{which}_imag").to(f.dtype)),

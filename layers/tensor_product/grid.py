@@ -30,7 +30,15 @@ from torch import nn
 
 from layers.exact_constants import ExactConstants
 from layers.irreps import IrrepsLike
-from layers.spherical import azimuthal_factor, degree_order_index, exact_resolution, gauss_legendre_grid, polar_factor
+from layers.spherical import (
+    azimuthal_factor,
+    degree_order_index,
+    exact_resolution,
+    gauss_legendre_grid,
+    padded_gather_index,
+    polar_factor,
+    to_padded,
+)
 from layers.tensor_product.spec import Capabilities
 from layers.tensor_product.spherical_product import MODES, SphericalFunctionProduct
 
@@ -66,6 +74,7 @@ class GridMultiplier(ExactConstants):
         for name, lmax in (("1", lmax1), ("2", lmax2)):
             self.register_constant(f"polar{name}", _polar_table(lmax, grid.betas))
             self.register_constant(f"azimuthal{name}", azimuthal_factor(lmax, grid.alphas).T.contiguous())
+            self.register_constant(f"padded_gather{name}", padded_gather_index(lmax))
             ls, ms = degree_order_index(lmax)
             self.register_constant(f"padded_index{name}", ls * (2 * lmax + 1) + ms)
         # projection back: the quadrature weight is folded into the polar table
@@ -96,8 +105,7 @@ class GridMultiplier(ExactConstants):
     def _to_grid(self, f: torch.Tensor, which: str) -> torch.Tensor:
         """``[Z, C, (L+1)^2]`` coefficients -> ``[Z, C, res_beta, res_alpha]`` values."""
         lmax = self.lmaxes[0] if which == "1" else self.lmaxes[1]
-        padded = f.new_zeros(f.shape[:-1] + ((lmax + 1) * (2 * lmax + 1),))
-        padded = padded.index_copy(-1, getattr(self, f"padded_index{which}"), f).unflatten(-1, (lmax + 1, 2 * lmax + 1))
+        padded = to_padded(f, getattr(self, f"padded_gather{which}"), lmax)
         per_m = torch.einsum("zclm,lmj->zcjm", padded, getattr(self, f"polar{which}").to(f.dtype))
         return torch.einsum("zcjm,mk->zcjk", per_m, getattr(self, f"azimuthal{which}").to(f.dtype))
 
