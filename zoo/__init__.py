@@ -1,4 +1,5 @@
-"""Models assembled from ``layers``: ``build_model(name, **kwargs)``, pretrained weights, the ASE
-calculator and the safe checkpoint format. Imports ``layers`` and the schema of ``datasets``; never
-``train``.
-"""
+"""Models assembled from ``layers``: :func:`build_model` by name (``"mace"``)."""
+
+from zoo.registry import MODELS, build_model, model_keys
+
+__all__ = ["MODELS", "build_model", "model_keys"]

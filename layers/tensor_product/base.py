@@ -128,10 +128,19 @@ class TensorProduct(ExactConstants):
 
     # -- weights -------------------------------------------------------------------------
     def reset_parameters(self) -> None:
-        """Standard normal weights, as e3nn (normalisation constants live in the forward)."""
+        """Initialise the internal weights, if any, with :meth:`initialize_weight`."""
         if self.weight is not None:
-            with torch.no_grad():
-                self.weight.normal_()
+            self.initialize_weight(self.weight)
+
+    def initialize_weight(self, weight: torch.Tensor) -> None:
+        """Fill ``weight: [..., weight_numel]`` in place as this method initialises its weights.
+
+        Standard normal, as e3nn (normalisation constants live in the forward). Models that keep
+        external weights (e.g. one weight vector per chemical element) use this so every method
+        starts from the product it was designed around.
+        """
+        with torch.no_grad():
+            weight.normal_()
 
     def _resolve_weight(self, weight: Optional[torch.Tensor]) -> torch.Tensor:
         if weight is None:

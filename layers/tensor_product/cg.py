@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import torch
 from e3nn import o3
 
-from layers.irreps import IrrepsLike, as_irreps
+from layers.irreps import ChannelSignal, IrrepsLike, as_irreps
 from layers.tensor_product.base import TensorProduct
 from layers.tensor_product.spec import (
     ALL_MODES,
@@ -233,9 +233,69 @@ class CGTensorProduct(TensorProduct):
             l1, l2, l3 = irreps_in1[path.i_in1].ir.l, irreps_in2[path.i_in2].ir.l, irreps_out[path.i_out].ir.l
             coupling = path.coefficient * o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
             self.register_constant(f"coupling_{n}", coupling)
+        self._channelwise = self._plan_channelwise()
         self.reset_parameters()
 
+    def _plan_channelwise(self) -> Optional[tuple[int, int, int, int]]:
+        r"""Channelwise products (``uuu``; ``uvu`` with one channel in ``x2``, MACE's message and
+        product basis) are evaluated path-free: the sum over paths and Clebsch-Gordan entries is
+        one sum over the nonzero slices :math:`(p, i, j)` of the couplings,
+
+        .. math:: z_{u,k} = \sum_{(p,i,j)} w_{u,p}\, x_{u,i}\, y_{u,j}\, C^p_{ijk},
+
+        i.e. three gathers, a product and one matrix ``[R, D_out]`` (the same numbers as the
+        per-path einsums, in a handful of large operations instead of several per path; on CPU
+        this is 10-30x faster for a MACE model with its gradients of gradients). Returns the
+        channel counts and the base dimensions, or ``None`` where the per-path form is used.
+        """
+        spec = self.spec
+        if spec.mode not in ("uuu", "uvu") or not spec.paths or any(p.weight is None for p in spec.paths):
+            return None
+        try:
+            sig1, sig2, sig_out = (ChannelSignal.of(i) for i in (spec.irreps_in1, spec.irreps_in2, spec.irreps_out))
+        except ValueError:
+            return None
+        channels = sig1.mul
+        if sig_out.mul != channels or sig2.mul != (channels if spec.mode == "uuu" else 1):
+            return None
+        # weight blocks must be [U] (uuu) or [U, 1] (uvu), laid out path after path
+        if any(p.weight.start != n * channels or p.weight.stop != (n + 1) * channels for n, p in enumerate(spec.paths)):
+            return None
+        s1, s2, s3 = sig1.base.slices(), sig2.base.slices(), sig_out.base.slices()
+        take1, take2, take_weight, rows = [], [], [], []
+        for n, path in enumerate(spec.paths):
+            coupling = self.master(f"coupling_{n}")
+            for i in range(coupling.shape[0]):
+                for j in range(coupling.shape[1]):
+                    if coupling[i, j].abs().max() > 0:
+                        take1.append(s1[path.i_in1].start + i)
+                        take2.append(s2[path.i_in2].start + j)
+                        take_weight.append(n)
+                        row = torch.zeros(sig_out.base.dim, dtype=torch.float64)
+                        row[s3[path.i_out]] = coupling[i, j]
+                        rows.append(row)
+        self.register_buffer("slice_in1", torch.tensor(take1), persistent=False)
+        self.register_buffer("slice_in2", torch.tensor(take2), persistent=False)
+        self.register_buffer("slice_weight", torch.tensor(take_weight), persistent=False)
+        self.register_constant("slice_out", torch.stack(rows))  # [R, D_out]
+        self.register_buffer("to_channels1", sig1.to_channels_index(), persistent=False)
+        self.register_buffer("to_channels2", sig2.to_channels_index(), persistent=False)
+        self.register_buffer("from_channels", sig_out.from_channels_index(), persistent=False)
+        return channels, sig2.mul, sig1.base.dim, sig2.base.dim
+
+    def _reference_channelwise(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        channels, channels2, dim1, dim2 = self._channelwise
+        batch = x1.shape[0]
+        a = x1.index_select(1, self.to_channels1).reshape(batch, channels, dim1)
+        b = x2.index_select(1, self.to_channels2).reshape(batch, channels2, dim2)  # [Z, U or 1, D2]
+        w = weight.reshape(weight.shape[:-1] + (len(self._paths), channels)).transpose(-1, -2)  # [(Z,) U, P]
+        terms = a.index_select(-1, self.slice_in1) * b.index_select(-1, self.slice_in2) * w.index_select(-1, self.slice_weight)
+        out = terms @ self.slice_out.to(x1.dtype)  # [Z, U, D_out]
+        return out.reshape(batch, channels * out.shape[-1]).index_select(1, self.from_channels)
+
     def _reference(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self._channelwise is not None:
+            return self._reference_channelwise(x1, x2, weight)
         batch = x1.shape[0]
         x1_blocks = [x1[:, start:stop].reshape(batch, mul, dim) for start, stop, mul, dim in self._blocks1]
         x2_blocks = [x2[:, start:stop].reshape(batch, mul, dim) for start, stop, mul, dim in self._blocks2]

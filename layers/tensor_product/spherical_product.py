@@ -177,13 +177,11 @@ class SphericalFunctionProduct(TensorProduct):
             self.pair_gathers.append(names)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
+    def initialize_weight(self, weight: torch.Tensor) -> None:
         """Scales start at 1 (the plain product of functions); mixes are standard normal."""
-        if self.weight is None:
-            return
         with torch.no_grad():
             for block in self.spec.weights:
-                part = self.weight[block.start : block.stop]
+                part = weight[..., block.start : block.stop]
                 if "scale" in block.name:
                     part.fill_(1.0)
                 else:
