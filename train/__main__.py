@@ -1,0 +1,8 @@
+"""``python -m train config=NAME [key=value ...]`` (see :mod:`train.cli`)."""
+
+import sys
+
+from train.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
