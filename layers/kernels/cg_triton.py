@@ -22,54 +22,40 @@ def unsupported(module) -> Optional[str]:
     spec = module.spec
     if spec.mode not in ("uuu", "uvu"):
         return f"the fused cg kernel covers channelwise modes (uuu, uvu with mul_in2 = 1), not {spec.mode}"
-    if any(p.weight is None for p in spec.paths) or not spec.paths:
-        return "the fused cg kernel needs a weight on every path"
-    try:
-        sig1, sig_out = ChannelSignal.of(spec.irreps_in1), ChannelSignal.of(spec.irreps_out)
-        sig2 = ChannelSignal.of(spec.irreps_in2)
-    except ValueError as error:
-        return f"the fused cg kernel needs one multiplicity per operand ({error})"
-    if spec.mode == "uvu" and sig2.mul != 1:
-        return "the fused cg kernel covers uvu with mul_in2 = 1"
-    if spec.mode == "uuu" and not sig1.mul == sig2.mul == sig_out.mul:
-        return "uuu needs equal multiplicities"
+    if module._channelwise is None:
+        return (
+            "the fused cg kernel needs one multiplicity per operand (mul_in2 = 1 for uvu), a weight on every "
+            "path and per-path weight blocks of one channel vector"
+        )
     return None
 
 
 def _plan(module):
-    """Factors (float64) and channel gathers, built once per module."""
+    """Factors (float64) and channel gathers, built once per module from its nonzero coupling slices.
+
+    The reference already enumerates the slices (``CGTensorProduct._plan_channelwise``: gathers
+    ``slice_in1``, ``slice_in2``, ``slice_weight`` and the rows ``slice_out``); here the gathers
+    become one-hot factor matrices.
+    """
     plan = module.__dict__.get("_fused_plan")
     if plan is not None:
         return plan
     spec = module.spec
     sig1, sig2, sig_out = (ChannelSignal.of(i) for i in (spec.irreps_in1, spec.irreps_in2, spec.irreps_out))
-    s1, s2, s3 = sig1.base.slices(), sig2.base.slices(), sig_out.base.slices()
-    columns1, columns2, columns_w, columns_out = [], [], [], []
-    for n, path in enumerate(spec.paths):
-        coupling = module.master(f"coupling_{n}")
-        for a in range(coupling.shape[0]):
-            for b in range(coupling.shape[1]):
-                if coupling[a, b].abs().max() > 0:
-                    columns1.append(s1[path.i_in1].start + a)
-                    columns2.append(s2[path.i_in2].start + b)
-                    columns_w.append(n)
-                    column = torch.zeros(sig_out.base.dim, dtype=torch.float64)
-                    column[s3[path.i_out]] = coupling[a, b]
-                    columns_out.append(column)
-    rank = len(columns_out)
+    rank = module.slice_in1.numel()
 
-    def one_hot(indices: list[int], size: int) -> torch.Tensor:
+    def one_hot(indices: torch.Tensor, size: int) -> torch.Tensor:
         factor = torch.zeros(size, rank, dtype=torch.float64)
-        factor[torch.tensor(indices), torch.arange(rank)] = 1.0
+        factor[indices.cpu(), torch.arange(rank)] = 1.0
         return factor
 
     plan = {
         "signals": (sig1, sig2, sig_out),
         "factors": (
-            one_hot(columns1, sig1.base.dim),
-            one_hot(columns2, sig2.base.dim),
-            one_hot(columns_w, len(spec.paths)),
-            torch.stack(columns_out, dim=1),
+            one_hot(module.slice_in1, sig1.base.dim),
+            one_hot(module.slice_in2, sig2.base.dim),
+            one_hot(module.slice_weight, len(spec.paths)),
+            module.master("slice_out").T.contiguous(),
         ),
         "to_channels1": sig1.to_channels_index(),
         "to_channels2": sig2.to_channels_index(),

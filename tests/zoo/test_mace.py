@@ -128,7 +128,7 @@ def test_forces_are_minus_energy_gradient(method, float64):
         for sign in (1, -1):
             moved = atoms.copy()
             moved.positions[atom, axis] += sign * step
-            energies.append(float(model(graph_of(moved, R_MAX), compute_forces=False)[schema.ENERGY]))
+            energies.append(float(model(graph_of(moved, R_MAX), compute_forces=False)[schema.ENERGY].detach()))
         finite_difference = -(energies[0] - energies[1]) / (2 * step)
         assert forces[atom, axis].item() == pytest.approx(finite_difference, rel=1e-6, abs=1e-8)
 
@@ -147,7 +147,7 @@ def test_stress_matches_finite_strain(float64):
             strain[j, i] += sign * step / 2 if i != j else 0.0
             moved = atoms.copy()
             moved.set_cell(atoms.cell.array @ strain, scale_atoms=True)
-            energies.append(float(model(graph_of(moved, R_MAX), compute_forces=False)[schema.ENERGY]))
+            energies.append(float(model(graph_of(moved, R_MAX), compute_forces=False)[schema.ENERGY].detach()))
         expected = (energies[0] - energies[1]) / (2 * step) / volume
         assert out[schema.STRESS][0, i, j].item() == pytest.approx(expected, rel=1e-5, abs=1e-9)
     torch.testing.assert_close(out[schema.VIRIALS], -out[schema.STRESS] * volume)
