@@ -44,19 +44,18 @@ import argparse
 import json
 import math
 import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "bench" / "peers"))
 from mace_torch_step import median_ms, peak_rss_mib  # noqa: E402  (standard library only)
+from machine_load import busy_cpu_seconds, children_cpu_seconds, machine, wait_for_quiet  # noqa: E402
 
 OURS = ("cg", "cp", "grid", "gaunt")
 PEER = "mace-torch"
@@ -245,38 +244,6 @@ def check_forces(config: dict) -> dict:
 
 # --- the driver ---------------------------------------------------------------------------------
 
-def busy_cpu_seconds() -> float:
-    """CPU seconds every process of the machine has used since boot (/proc/stat; nan where absent)."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return float("nan")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def others_share(seconds: float = 2.0) -> float:
-    """The share of all cores (0..1) used by other processes while this one sleeps ``seconds``."""
-    before = busy_cpu_seconds()
-    time.sleep(seconds)
-    return (busy_cpu_seconds() - before) / (seconds * (os.cpu_count() or 1))
-
-
-def wait_for_quiet(args) -> float:
-    """Sleep until other processes use less than ``--quiet-below`` of the cores (at most ``--max-wait`` s)."""
-    deadline = time.time() + args.max_wait
-    share = others_share()
-    while share > args.quiet_below and time.time() < deadline:
-        time.sleep(15)
-        share = others_share()
-    return share
-
-
 def measured(args, model: str, mode: str, workload: dict, channels: int) -> dict:
     """One measurement, repeated (up to ``--retries`` times, after waiting for a quiet machine) while
     other processes took more than ``--quiet-below`` of the cores during it; the least disturbed is kept."""
@@ -321,7 +288,7 @@ def run_child(args, model: str, mode: str, workload: dict, channels: int) -> dic
         ]
     else:
         command = [sys.executable, __file__, "--single", json.dumps(config)]
-    quiet_before = wait_for_quiet(args) if args.quiet_below < 1 else float("nan")
+    quiet_before = wait_for_quiet(args.quiet_below, args.max_wait) if args.quiet_below < 1 else float("nan")
     load = os.getloadavg()[0]
     started, busy, ours = time.perf_counter(), busy_cpu_seconds(), children_cpu_seconds()
     try:
@@ -378,21 +345,6 @@ def markdown(results: list[dict], models: tuple[str, ...]) -> str:
             cells.append(" / ".join("–" if x is None else f"{x:.0%}" for x in shares) or "–")
             lines.append(f"| {where} | {channels} | {LABELS[model]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def machine() -> dict:
-    def run(*command):
-        try:
-            return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    cpu = next((line.split(":", 1)[1].strip() for line in run("lscpu").splitlines() if line.startswith("Model name")),
-               platform.processor() or platform.machine())
-    dirty = run("git", "status", "--porcelain", "--untracked-files=no")
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "date": str(date.today()),
-            "commit": run("git", "rev-parse", "--short", "HEAD"), "uncommitted_changes": bool(dirty) or None,
-            "untracked_files": bool(run("git", "ls-files", "--others", "--exclude-standard"))}
 
 
 def main() -> None:
