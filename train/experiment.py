@@ -4,6 +4,7 @@ What a run directory holds (``runs/<config>/<YYYY-mm-dd_HH-MM-SS>`` unless ``run
 
 - ``config.yaml``: the resolved config, with the statistics filled in from the data;
 - ``data.json``: which files were read, the split, the E0 source and the data statistics;
+- ``provenance.json``: the git commit of the code, software versions, machine and start time;
 - ``checkpoints/best.ckpt``, ``checkpoints/last.ckpt``: Lightning checkpoints (atomic writes); their
   ``state_dict`` holds the EMA weights, ``config`` the resolved config;
 - ``csv/version_N/metrics.csv`` (N counts the starts of the run: 0, then 1 after a resume ...) and
@@ -40,6 +41,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 import zoo
+from zoo.provenance import provenance
 from datasets import schema
 from datasets.atomistic import build_atomistic_data
 from train.checkpoint import AtomicCheckpointIO, BestAndLastCheckpoint
@@ -243,6 +245,7 @@ def run(config: Mapping[str, Any], config_name: str) -> Path:
                               std_energy_per_atom=data.std_energy_per_atom, rms_forces=data.rms_forces)
             (run_dir / "data.json").write_text(json.dumps(_plain(dict(sources=data.sources, statistics=statistics,
                                                                      labels=sorted(present))), indent=2) + "\n")
+            (run_dir / "provenance.json").write_text(json.dumps(provenance(), indent=2) + "\n")
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=config.get("ckpt_path"))
         callback = trainer.checkpoint_callback  # writes nothing under fast_dev_run: test the final weights then
