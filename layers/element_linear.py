@@ -41,5 +41,27 @@ class ElementLinear(nn.Module):
     def forward(self, x: torch.Tensor, element_one_hot: torch.Tensor) -> torch.Tensor:
         return self.tp(x, element_one_hot)
 
+    @torch.no_grad()
+    def copy_elements_from(self, source: "ElementLinear", rows: list) -> None:
+        """Take ``source``'s weights for the elements they share; ``rows[e]`` is ``source``'s row of this
+        layer's element ``e`` (None: a new element, whose weights keep their initialisation).
+
+        The path normalisation depends on the number of elements (fan-in ``mul_in * num_elements``),
+        so copied weights are rescaled by the ratio of the two path coefficients: the map of a shared
+        element is the same function in both layers.
+        """
+        if (source.irreps_in, source.irreps_out) != (self.irreps_in, self.irreps_out) or len(rows) != self.num_elements:
+            raise ValueError(f"cannot copy {source} into {self}: different irreps or {len(rows)} rows for "
+                             f"{self.num_elements} elements")
+        mine, theirs = self.tp.weight, source.tp.weight
+        for path, source_path in zip(self.tp.spec.paths, source.tp.spec.paths):
+            block, source_block = path.weight, source_path.weight
+            target = mine[block.start:block.stop].view(block.shape)  # [U, num_elements, W]
+            origin = theirs[source_block.start:source_block.stop].view(source_block.shape)
+            ratio = source_path.coefficient / path.coefficient
+            for e, row in enumerate(rows):
+                if row is not None:
+                    target[:, e, :] = origin[:, row, :] * ratio
+
     def extra_repr(self) -> str:
         return f"{self.irreps_in} -> {self.irreps_out}, num_elements={self.num_elements}"

@@ -148,6 +148,21 @@ class SymmetricContraction(nn.Module):
             )
         self.irreps_orders = tuple(orders)
 
+    @torch.no_grad()
+    def copy_elements_from(self, source: "SymmetricContraction", rows: list) -> None:
+        """Take ``source``'s weights for the elements they share; ``rows[e]`` is ``source``'s row of this
+        layer's element ``e`` (None: a new element, whose weights keep their initialisation). The
+        element weights are plain rows picked by the one-hot vector, so they copy unscaled."""
+        mine = list(self.product_weights) + list(self.selection_weights)
+        theirs = list(source.product_weights) + list(source.selection_weights)
+        if len(mine) != len(theirs) or any(a.shape[1:] != b.shape[1:] for a, b in zip(mine, theirs)) \
+                or len(rows) != self.num_elements:
+            raise ValueError(f"cannot copy the element weights of {source} into {self}")
+        for target, origin in zip(mine, theirs):
+            for e, row in enumerate(rows):
+                if row is not None:
+                    target[e] = origin[row]
+
     def forward(self, atomic_basis: torch.Tensor, element_one_hot: torch.Tensor) -> torch.Tensor:
         order = atomic_basis
         out = self._select(order, element_one_hot, 0)

@@ -10,7 +10,9 @@ What a run directory holds (``runs/<config>/<YYYY-mm-dd_HH-MM-SS>`` unless ``run
 - ``csv/version_N/metrics.csv`` (N counts the starts of the run: 0, then 1 after a resume ...) and
   ``tensorboard/``: the logs;
 - ``test_metrics.json`` and ``parity.png``: the test set (the validation set if there is no test
-  set) evaluated with the best checkpoint (the final weights when none was written).
+  set) evaluated with the best checkpoint (the final weights when none was written);
+- ``model.safetensors``: those weights as an equizoo checkpoint (``zoo.load(path)``, the ASE
+  calculator, ``finetune.from=path``), see :mod:`train.export`.
 
 ``ckpt_path=<...>/checkpoints/last.ckpt`` resumes a run: model, optimizer, EMA, schedule, epoch and
 the training order continue as if uninterrupted; without ``run_dir=`` it writes into that run's
@@ -48,6 +50,8 @@ from train.checkpoint import AtomicCheckpointIO, BestAndLastCheckpoint
 from train.config import ConfigError
 from train.data_module import AtomisticDataModule
 from train.ema import ExponentialMovingAverage
+from train.export import export_run
+from train.finetune import build_finetune_model
 from train.parity import plot_parity
 from train.potential import PotentialModule
 from train.statistics import fill_model_statistics, labels_present
@@ -63,7 +67,7 @@ DDP_STRATEGIES = {
     "ddp_spawn": dict(start_method="spawn"),
 }
 TOP_LEVEL_KEYS = ("seed", "dtype", "run_dir", "ckpt_path", "model", "data", "loader", "loss", "optimizer",
-                  "scheduler", "trainer", "ema", "statistics")
+                  "scheduler", "trainer", "ema", "statistics", "finetune")
 
 
 def _run_name() -> str:
@@ -222,13 +226,20 @@ def run(config: Mapping[str, Any], config_name: str) -> Path:
         dtype = DTYPES[config["dtype"]]
 
         data = build_atomistic_data(**config["data"])
-        config["model"] = fill_model_statistics(config["model"], data, config["statistics"])
         present = labels_present(data.train + data.valid + data.test)
         _check_labels(config["loss"], present)
 
-        model_config = dict(config["model"])
-        with _default_dtype(dtype):
-            model = zoo.build_model(model_config.pop("name"), **model_config).to(dtype)
+        finetune = config["finetune"] or {}
+        if finetune.get("from"):
+            model, config["model"], record = build_finetune_model(finetune, config["model"], data, dtype)
+            config["finetune"] = {**finetune, "resolved": record}
+            config["optimizer"] = {**config["optimizer"],
+                                   "lr": float(config["optimizer"]["lr"]) * float(finetune.get("lr_scale", 1.0))}
+        else:
+            config["model"] = fill_model_statistics(config["model"], data, config["statistics"])
+            model_config = dict(config["model"])
+            with _default_dtype(dtype):
+                model = zoo.build_model(model_config.pop("name"), **model_config).to(dtype)
         module = PotentialModule(
             model, loss=config["loss"], optimizer=config["optimizer"], scheduler=config["scheduler"],
             compute_forces=schema.FORCES in present,
@@ -256,4 +267,5 @@ def run(config: Mapping[str, Any], config_name: str) -> Path:
             split = datamodule.test_split
             write_test_outputs(run_dir, config_name, module, split, len(data.test if split == "test" else data.valid),
                                best)
+            export_run(run_dir, module.model, config, best)
     return run_dir

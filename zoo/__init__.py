@@ -1,5 +1,9 @@
-"""Models assembled from ``layers``: :func:`build_model` by name (``"mace"``)."""
+"""Models assembled from ``layers``: :func:`build_model` by name (``"mace"``), :func:`load` for a
+pretrained name or a checkpoint file (:mod:`zoo.checkpoint`), and the ASE calculator
+(:mod:`zoo.calculator`)."""
 
+from zoo import pretrained
+from zoo.pretrained import load
 from zoo.registry import MODELS, build_model, model_keys
 
-__all__ = ["MODELS", "build_model", "model_keys"]
+__all__ = ["MODELS", "build_model", "load", "model_keys", "pretrained"]

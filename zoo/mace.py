@@ -93,6 +93,15 @@ class MACE(nn.Module):
         kernel: tensor-product kernel (``auto``, ``reference``, ``fused``, ``cueq``); never the math.
     """
 
+    # named parts of the network, for zoo.transfer.freeze (fine-tuning): parameter name prefixes
+    PARTS = {
+        "embedding": ("node_embedding",),
+        "radial": ("interactions.*.radial",),
+        "interactions": ("interactions",),
+        "products": ("products",),
+        "readouts": ("readouts",),
+    }
+
     def __init__(
         self,
         *,
@@ -182,6 +191,47 @@ class MACE(nn.Module):
                     f"atomic_energies has {len(values)} values for {len(self.elements)} elements {self.elements}"
                 )
         return torch.tensor(values, dtype=torch.get_default_dtype())
+
+    @torch.no_grad()
+    def copy_weights_from(self, source: "MACE") -> None:
+        """Take every weight of ``source``, a MACE of the same architecture whose elements may differ.
+
+        Weights that do not depend on the element are copied; element tables (the embedding, the
+        skip products, the product-basis weights) are copied row by row for the elements both models
+        know, rescaled where the normalisation depends on the number of elements, so a shared element
+        is computed exactly as in ``source``. New elements keep their initial weights; E0s, scale and
+        shift stay as this model was built with (fine-tuning sets them). Used by fine-tuning to add
+        elements a pretrained model lacks.
+        """
+        rows = [source.elements.index(z) if z in source.elements else None for z in self.elements]
+        element_modules = {"node_embedding"} | {f"interactions.{t}.skip" for t in range(len(self.interactions))} \
+            | {f"products.{t}.contraction" for t in range(len(self.products))}
+        own = dict(self.named_modules())
+        theirs = dict(source.named_modules())
+        for name in element_modules:
+            if name == "node_embedding":
+                target = own[name].weight.view(len(self.elements), -1)
+                origin = theirs[name].weight.view(len(source.elements), -1)
+                ratio = theirs[name].instructions[0].path_weight / own[name].instructions[0].path_weight
+                for e, row in enumerate(rows):
+                    if row is not None:
+                        target[e] = origin[row] * ratio
+            elif name in own:
+                own[name].copy_elements_from(theirs[name], rows)
+        # element tables, copied above; E0s, scale and shift are this model's own
+        skip = {"atomic_energies", "scale", "shift", "node_embedding.weight"}
+        skip |= {f"interactions.{t}.skip.tp.weight" for t in range(len(self.interactions))}
+        tables = tuple(f"products.{t}.contraction.{kind}." for t in range(len(self.products))
+                       for kind in ("product_weights", "selection_weights"))
+        theirs_state = source.state_dict()
+        for key, tensor in self.state_dict().items():
+            if key in skip or key.startswith(tables):
+                continue
+            if key not in theirs_state or theirs_state[key].shape != tensor.shape:
+                raise ValueError(f"{key}: the source model differs in architecture here "
+                                 f"({tuple(theirs_state[key].shape) if key in theirs_state else 'missing'} "
+                                 f"vs {tuple(tensor.shape)})")
+            tensor.copy_(theirs_state[key])
 
     def element_one_hot(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
         """``atomic_numbers: [num_atoms]`` -> ``[num_atoms, num_elements]``; unknown elements raise."""

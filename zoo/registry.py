@@ -2,13 +2,14 @@
 
 A model's constructor takes typed keyword arguments only, and those are its config schema
 (``configs/model/<name>.yaml``): ``build_model("mace", elements=[1, 6, 8], r_max=5.0,
-tensor_product={"method": "cp", "rank": 8})``. Unknown keys fail with the list of valid ones.
+tensor_product={"method": "cp", "rank": 8})``. Unknown keys fail with the list of valid ones. The
+model keeps its name and arguments as ``model.build_arguments``, which :mod:`zoo.checkpoint` saves.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Mapping
 
 from torch import nn
 
@@ -33,4 +34,18 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ValueError(f"model {name!r} got unknown argument(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-    return MODELS[name](**kwargs)
+    model = MODELS[name](**kwargs)
+    # what rebuilds this model: saved by zoo.checkpoint (JSON-plain, so a checkpoint can hold it)
+    model.build_arguments = {"name": name, "kwargs": json_plain(kwargs)}
+    return model
+
+
+def json_plain(value: Any) -> Any:
+    """``value`` with tuples as lists, numpy/torch scalars as numbers and mapping keys as strings."""
+    if isinstance(value, Mapping):
+        return {str(key): json_plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_plain(item) for item in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
