@@ -196,7 +196,8 @@ class Calculator(AseCalculator):
         if want_stress and not _has_volume(atoms):
             raise PropertyNotImplementedError("stress needs a periodic direction and a cell of nonzero volume")
         edges = self.neighbours.edges(atoms)
-        self.results = self._evaluate([atoms], [edges], stress=want_stress or _has_volume(atoms))[0]
+        # stress costs a strain derivative: only when asked (MD asks for forces only; ASE asks again for stress)
+        self.results = self._evaluate([atoms], [edges], stress=want_stress)[0]
 
     def _evaluate(self, structures: Sequence[ase.Atoms], edges, stress: bool) -> list[dict[str, Any]]:
         batch = batch_tensors(structures, edges, self.dtype, self.device)
