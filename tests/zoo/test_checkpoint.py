@@ -184,3 +184,27 @@ def test_a_pickle_with_code_is_refused_and_never_run(tmp_path, name, writer):
     with pytest.raises(CheckpointError, match="never unpickles"):
         zoo.load(path)
     assert not marker.exists()
+
+
+def test_shipped_pretrained_models_load_and_say_how_they_were_made():
+    assert {"mace_organics", "mace_tdn_organics"} <= set(zoo.pretrained.available())
+    atoms = molecule("CH3CH2OH")
+    for name, method in (("mace_organics", "cg"), ("mace_tdn_organics", "cp")):
+        path = zoo.pretrained.path(name)
+        assert path.stat().st_size < 5_000_000  # shipped small
+        document = zoo.pretrained.describe(name)
+        training = document["training"]
+        assert training["config"]["model"]["tensor_product"]["method"] == method
+        assert training["data"]["sources"]["train"][0].endswith("organics_gfn2.xyz")
+        assert training["test_metrics"]["metrics"]["forces"]["rmse"] < 100.0  # meV/Å, as trained
+        assert len(training["provenance"]["commit"]) == 40 and training["provenance"]["dirty"] is False
+        assert document["elements"] == [1, 6, 7, 8] and document["r_max"] == 5.0
+        reference = zoo.load(name, dtype="float64", kernel="reference")
+        default = zoo.load(name, dtype="float64")
+        for key, tensor in default.state_dict().items():
+            assert torch.equal(reference.state_dict()[key], tensor), key
+        e_ref, f_ref = energy(reference, atoms)
+        e_def, f_def = energy(default, atoms)
+        assert e_ref == pytest.approx(e_def, abs=1e-9) and np.allclose(f_ref, f_def, atol=1e-9)
+        # a sensible potential: the equilibrium molecule sits near a minimum of the xTB-trained surface
+        assert np.abs(f_ref).max() < 2.0
