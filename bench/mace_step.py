@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "bench" / "peers"))
 from mace_torch_step import median_ms, peak_rss_mib  # noqa: E402  (standard library only)
-from machine_load import busy_cpu_seconds, children_cpu_seconds, machine, wait_for_quiet  # noqa: E402
+from machine_load import machine, run_measured  # noqa: E402
 
 OURS = ("cg", "cp", "grid", "gaunt")
 PEER = "mace-torch"
@@ -244,6 +244,20 @@ def check_forces(config: dict) -> dict:
 
 # --- the driver ---------------------------------------------------------------------------------
 
+def peer_model_arguments(workload: dict, channels: int, dtype: str, threads: int, seed: int = 0) -> list[str]:
+    """The command-line arguments of a peer script for our model's sizes (``SIZES``) on ``workload``
+    (see ``bench/peers/mace_torch_step.py``'s ``add_model_arguments``)."""
+    return [
+        "--channels", str(channels), "--max-ell", str(SIZES["max_ell"]), "--max-L", str(SIZES["max_L"]),
+        "--correlation", str(SIZES["correlation"]), "--num-interactions", str(SIZES["num_interactions"]),
+        "--r-max", str(SIZES["r_max"]), "--num-bessel", str(SIZES["num_bessel"]),
+        "--num-polynomial-cutoff", str(SIZES["num_polynomial_cutoff"]),
+        "--radial-mlp", ",".join(map(str, SIZES["radial_mlp"])), "--readout-mlp", str(SIZES["readout_mlp"]),
+        "--avg-num-neighbors", repr(workload["avg_num_neighbors"]), "--e0s", json.dumps(workload["e0s"]),
+        "--dtype", dtype, "--threads", str(threads), "--seed", str(seed),
+    ]
+
+
 def measured(args, model: str, mode: str, workload: dict, channels: int) -> dict:
     """One measurement, repeated (up to ``--retries`` times, after waiting for a quiet machine) while
     other processes took more than ``--quiet-below`` of the cores during it; the least disturbed is kept."""
@@ -275,31 +289,16 @@ def run_child(args, model: str, mode: str, workload: dict, channels: int) -> dic
             return {**config, "skipped": f"no {args.mace_python}: run bench/peers/install_mace_torch.sh"}
         command = [
             args.mace_python, str(ROOT / "bench" / "peers" / "mace_torch_step.py"), "--xyz", workload["xyz"],
-            "--mode", mode, "--channels", str(channels), "--max-ell", str(SIZES["max_ell"]),
-            "--max-L", str(SIZES["max_L"]), "--correlation", str(SIZES["correlation"]),
-            "--num-interactions", str(SIZES["num_interactions"]), "--r-max", str(SIZES["r_max"]),
-            "--num-bessel", str(SIZES["num_bessel"]), "--num-polynomial-cutoff", str(SIZES["num_polynomial_cutoff"]),
-            "--radial-mlp", ",".join(map(str, SIZES["radial_mlp"])), "--readout-mlp", str(SIZES["readout_mlp"]),
-            "--avg-num-neighbors", repr(workload["avg_num_neighbors"]), "--e0s", json.dumps(workload["e0s"]),
+            "--mode", mode, *peer_model_arguments(workload, channels, args.dtype, args.threads),
             "--energy-weight", str(ENERGY_WEIGHT), "--forces-weight", str(FORCES_WEIGHT), "--lr", str(LEARNING_RATE),
-            "--dtype", args.dtype, "--threads", str(args.threads), "--warmup", str(args.warmup),
-            "--min-repeats", str(args.min_repeats), "--max-repeats", str(args.max_repeats),
-            "--target-seconds", str(args.target_seconds),
+            "--warmup", str(args.warmup), "--min-repeats", str(args.min_repeats),
+            "--max-repeats", str(args.max_repeats), "--target-seconds", str(args.target_seconds),
         ]
     else:
         command = [sys.executable, __file__, "--single", json.dumps(config)]
-    quiet_before = wait_for_quiet(args.quiet_below, args.max_wait) if args.quiet_below < 1 else float("nan")
-    load = os.getloadavg()[0]
-    started, busy, ours = time.perf_counter(), busy_cpu_seconds(), children_cpu_seconds()
-    try:
-        child = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, env=env, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {**config, "skipped": f"over the {args.timeout:.0f} s limit per measurement", "load1": load}
-    wall = time.perf_counter() - started
-    # CPU time the rest of the machine took during the child's life, as a share of all cores
-    others = (busy_cpu_seconds() - busy) - (children_cpu_seconds() - ours)
-    context = {"load1": load, "others_share_before": quiet_before, "wall_s": wall,
-               "others_share": max(others, 0.0) / (wall * (os.cpu_count() or 1))}
+    child, context = run_measured(command, env, ROOT, args.timeout, args.quiet_below, args.max_wait)
+    if child is None:
+        return {**config, "skipped": f"over the {args.timeout:.0f} s limit per measurement", **context}
     if child.returncode != 0:
         killed = child.returncode in (-9, 137)
         tail = "killed (out of memory)" if killed else (child.stderr.strip().splitlines() or ["?"])[-1]

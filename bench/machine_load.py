@@ -2,8 +2,9 @@
 
 Timings on a machine that other jobs share are only honest with the load recorded beside them:
 ``others_share`` measures the share of the cores that other processes use (from ``/proc/stat``,
-minus this process's children), ``wait_for_quiet`` waits for a quiet window, and ``machine``
-records CPU, cores, date and commit for bench/RESULTS.md.
+minus this process's children), ``wait_for_quiet`` waits for a quiet window, ``run_measured`` runs
+one measurement process with both, and ``machine`` records CPU, cores, date and commit for
+bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -49,6 +50,29 @@ def wait_for_quiet(quiet_below: float, max_wait: float) -> float:
         time.sleep(15)
         share = others_share()
     return share
+
+
+def run_measured(command: list[str], env: dict, cwd: Path, timeout: float, quiet_below: float,
+                 max_wait: float) -> tuple[subprocess.CompletedProcess | None, dict]:
+    """Run ``command`` (output captured) once other processes use less than ``quiet_below`` of the cores.
+
+    Waits up to ``max_wait`` s for that (no wait, and no sample, when ``quiet_below >= 1``). Returns the
+    finished process (``None`` when it ran past ``timeout`` s and was killed) and its context: the
+    1-minute load average at the start, others' share of the cores just before (``others_share_before``)
+    and during the run (``others_share``: CPU time of the whole machine less this process's children,
+    over the wall time and all cores), and the wall time ``wall_s``.
+    """
+    share_before = wait_for_quiet(quiet_below, max_wait) if quiet_below < 1 else float("nan")
+    load = os.getloadavg()[0]
+    started, busy, ours = time.perf_counter(), busy_cpu_seconds(), children_cpu_seconds()
+    try:
+        child = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    except subprocess.TimeoutExpired:
+        child = None
+    wall = time.perf_counter() - started
+    others = (busy_cpu_seconds() - busy) - (children_cpu_seconds() - ours)
+    return child, {"load1": load, "others_share_before": share_before, "wall_s": wall,
+                   "others_share": max(others, 0.0) / (wall * (os.cpu_count() or 1))}
 
 
 def machine() -> dict:

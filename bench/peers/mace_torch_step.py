@@ -62,10 +62,9 @@ def peak_rss_mib() -> float:
     return float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--xyz", type=Path, required=True, help="extxyz with REF_energy / REF_forces labels")
-    parser.add_argument("--mode", choices=("eval", "train"), required=True)
+def add_model_arguments(parser: argparse.ArgumentParser, dtype: str) -> None:
+    """The model's sizes and E0s (the defaults: ``bench/mace_step.py``'s ``SIZES``), its dtype (default
+    ``dtype``), torch threads and seed: the arguments every peer script takes (see :func:`start`)."""
     parser.add_argument("--channels", type=int, required=True, help="C of the hidden irreps Cx0e+Cx1o")
     parser.add_argument("--max-ell", type=int, default=3)
     parser.add_argument("--max-L", type=int, default=1, help="hidden irreps up to this l (1: Cx0e+Cx1o)")
@@ -78,45 +77,41 @@ def main() -> None:
     parser.add_argument("--readout-mlp", type=int, default=16, help="MLP_irreps = {n}x0e")
     parser.add_argument("--avg-num-neighbors", type=float, required=True)
     parser.add_argument("--e0s", required=True, help='JSON {"Z": eV}, e.g. {"1": -13.6, "6": -1026.9}')
-    parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--shift", type=float, default=0.0)
-    parser.add_argument("--energy-weight", type=float, default=1.0)
-    parser.add_argument("--forces-weight", type=float, default=100.0)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default=dtype)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--min-repeats", type=int, default=3)
-    parser.add_argument("--max-repeats", type=int, default=10)
-    parser.add_argument("--target-seconds", type=float, default=20.0)
-    args = parser.parse_args()
 
-    import mace  # first: it lets e3nn 0.4.4 load its constants under torch >= 2.6 (weights_only)
-    import ase.io
-    import e3nn
-    import numpy as np
+
+def start(args: argparse.Namespace) -> tuple[object, dict[int, float]]:
+    """Import mace-torch (before e3nn: that lets e3nn 0.4.4 load its constants under torch >= 2.6), set
+    torch's threads, mace-torch's default dtype and its seeds from ``args``; mace-torch's table of the
+    elements and the E0s (eV per atomic number) of ``--e0s``."""
+    import mace  # noqa: F401
     import torch
-    from e3nn import o3
-    from mace import data, modules, tools
-    from mace.tools.torch_geometric.dataloader import DataLoader
+    from mace import tools
 
     torch.set_num_threads(args.threads)
     tools.set_default_dtype(args.dtype)
     tools.set_seeds(args.seed)
-
-    # mace-torch's data pipeline, all structures in one batch
     e0s = {int(z): float(e) for z, e in json.loads(args.e0s).items()}
-    z_table = tools.get_atomic_number_table_from_zs(sorted(e0s))
-    keys = data.KeySpecification(info_keys={"energy": "REF_energy"}, arrays_keys={"forces": "REF_forces"})
-    atoms_list = ase.io.read(args.xyz, index=":")
-    configs = [data.config_from_atoms(atoms, key_specification=keys) for atoms in atoms_list]
-    graphs = [data.AtomicData.from_config(c, z_table=z_table, cutoff=args.r_max) for c in configs]
-    batch = next(iter(DataLoader(graphs, batch_size=len(graphs), shuffle=False, drop_last=False)))
-    batch_dict = batch.to_dict()
+    return tools.get_atomic_number_table_from_zs(sorted(e0s)), e0s
 
-    started = time.perf_counter()
-    model = modules.ScaleShiftMACE(
+
+def build_scale_shift_mace(args: argparse.Namespace, z_table, e0s: dict[int, float], scale: float = 1.0,
+                           shift: float = 0.0):
+    """mace-torch's ``ScaleShiftMACE`` of the sizes in ``args`` (:func:`add_model_arguments`), in the
+    current default dtype with the current seed: ``RealAgnosticInteractionBlock`` first, then
+    ``RealAgnosticResidualInteractionBlock``, SiLU gate, Bessel radial basis, ``use_reduced_cg=False``.
+
+    ``z_table`` is mace-torch's ``AtomicNumberTable`` of the elements, ``e0s`` eV per atomic number.
+    Imports mace-torch here, so that this module's top level stays standard library only; the caller
+    must have imported ``mace`` before ``e3nn`` (:func:`start` does).
+    """
+    import numpy as np
+    from e3nn import o3
+    from mace import modules
+
+    return modules.ScaleShiftMACE(
         r_max=args.r_max,
         num_bessel=args.num_bessel,
         num_polynomial_cutoff=args.num_polynomial_cutoff,
@@ -136,9 +131,45 @@ def main() -> None:
         radial_MLP=[int(w) for w in args.radial_mlp.split(",")],
         radial_type="bessel",
         use_reduced_cg=False,  # mace-torch's command-line default
-        atomic_inter_scale=args.scale,
-        atomic_inter_shift=args.shift,
+        atomic_inter_scale=scale,
+        atomic_inter_shift=shift,
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--xyz", type=Path, required=True, help="extxyz with REF_energy / REF_forces labels")
+    parser.add_argument("--mode", choices=("eval", "train"), required=True)
+    add_model_arguments(parser, dtype="float32")
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--shift", type=float, default=0.0)
+    parser.add_argument("--energy-weight", type=float, default=1.0)
+    parser.add_argument("--forces-weight", type=float, default=100.0)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--min-repeats", type=int, default=3)
+    parser.add_argument("--max-repeats", type=int, default=10)
+    parser.add_argument("--target-seconds", type=float, default=20.0)
+    args = parser.parse_args()
+
+    z_table, e0s = start(args)
+    import ase.io
+    import e3nn
+    import mace
+    import torch
+    from mace import data, modules
+    from mace.tools.torch_geometric.dataloader import DataLoader
+
+    # mace-torch's data pipeline, all structures in one batch
+    keys = data.KeySpecification(info_keys={"energy": "REF_energy"}, arrays_keys={"forces": "REF_forces"})
+    atoms_list = ase.io.read(args.xyz, index=":")
+    configs = [data.config_from_atoms(atoms, key_specification=keys) for atoms in atoms_list]
+    graphs = [data.AtomicData.from_config(c, z_table=z_table, cutoff=args.r_max) for c in configs]
+    batch = next(iter(DataLoader(graphs, batch_size=len(graphs), shuffle=False, drop_last=False)))
+    batch_dict = batch.to_dict()
+
+    started = time.perf_counter()
+    model = build_scale_shift_mace(args, z_table, e0s, scale=args.scale, shift=args.shift)
     build_seconds = time.perf_counter() - started
     num_parameters = sum(p.numel() for p in model.parameters())
 
