@@ -26,9 +26,9 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-import zoo
 from train.ema import RAW_WEIGHTS_KEY
 from zoo.checkpoint import CheckpointError, save
+from zoo.registry import build_model_to_load
 
 MODULE_PREFIX = "model."  # PotentialModule holds the potential as .model
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -66,7 +66,7 @@ def model_from_config(config: Mapping[str, Any], state: Mapping[str, torch.Tenso
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        model = zoo.build_model(model_config.pop("name"), **model_config)
+        model = build_model_to_load(model_config.pop("name"), **model_config)
     finally:
         torch.set_default_dtype(previous)
     model.load_state_dict(dict(state))

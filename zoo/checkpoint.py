@@ -45,7 +45,7 @@ from torch import nn
 
 from zoo.atomic_file import atomic_write_bytes
 from zoo.provenance import provenance
-from zoo.registry import MODELS, build_model, json_plain, model_keys
+from zoo.registry import MODELS, build_model_to_load, json_plain, model_keys
 
 FORMAT = "equizoo.checkpoint"
 FORMAT_VERSION = 1
@@ -203,25 +203,26 @@ def load_model(
     previous = torch.get_default_dtype()
     torch.set_default_dtype(target)
     try:
-        model = build_model(name, **kwargs)
+        model = build_model_to_load(name, **kwargs)
     except (TypeError, ValueError) as error:
         raise CheckpointError(path, f"its model arguments do not build {name!r} with this equizoo "
                                     f"(saved by equizoo {_saved_version(document)}): {error}") from None
     finally:
         torch.set_default_dtype(previous)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(key for key in set(expected) & set(tensors) if expected[key].shape != tensors[key].shape)
-    if missing or unexpected or wrong:
+    try:
+        model.load_state_dict(tensors)  # products built without their fitted constants adopt the loaded ones
+    except RuntimeError:
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(tensors))
+        unexpected = sorted(set(tensors) - set(expected))
+        wrong = sorted(key for key in set(expected) & set(tensors) if expected[key].shape != tensors[key].shape)
         details = "; ".join(part for part in (
             f"missing {_names(missing)}" if missing else "",
             f"unexpected {_names(unexpected)}" if unexpected else "",
             "wrong shape " + _names([f"{k} {tuple(tensors[k].shape)} != {tuple(expected[k].shape)}" for k in wrong])
             if wrong else "",
         ) if part)
-        raise CheckpointError(path, f"its tensors do not fit the model they describe: {details}")
-    model.load_state_dict(tensors)
+        raise CheckpointError(path, f"its tensors do not fit the model they describe: {details}") from None
     model = model.to(device=device or "cpu", dtype=target).eval()
     model.checkpoint = document
     return model

@@ -224,14 +224,14 @@ class MACE(nn.Module):
         tables = tuple(f"products.{t}.contraction.{kind}." for t in range(len(self.products))
                        for kind in ("product_weights", "selection_weights"))
         theirs_state = source.state_dict()
-        for key, tensor in self.state_dict().items():
-            if key in skip or key.startswith(tables):
-                continue
-            if key not in theirs_state or theirs_state[key].shape != tensor.shape:
-                raise ValueError(f"{key}: the source model differs in architecture here "
-                                 f"({tuple(theirs_state[key].shape) if key in theirs_state else 'missing'} "
-                                 f"vs {tuple(tensor.shape)})")
-            tensor.copy_(theirs_state[key])
+        shared = [key for key in self.state_dict() if key not in skip and not key.startswith(tables)]
+        missing = [key for key in shared if key not in theirs_state]
+        if missing:
+            raise ValueError(f"the source model differs in architecture: it lacks {missing[:5]}")
+        try:  # load_state_dict, so that fitted constants (CP factors) are adopted with their rank
+            self.load_state_dict({key: theirs_state[key] for key in shared}, strict=False)
+        except RuntimeError as error:
+            raise ValueError(f"the source model differs in architecture: {error}") from None
 
     def element_one_hot(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
         """``atomic_numbers: [num_atoms]`` -> ``[num_atoms, num_elements]``; unknown elements raise."""

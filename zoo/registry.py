@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from layers.tensor_product.cp_fit import deferred_fitting
 from zoo.mace import MACE
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -38,6 +39,14 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     # what rebuilds this model: saved by zoo.checkpoint (JSON-plain, so a checkpoint can hold it)
     model.build_arguments = {"name": name, "kwargs": json_plain(kwargs)}
     return model
+
+
+def build_model_to_load(name: str, **kwargs: Any) -> nn.Module:
+    """:func:`build_model` for a model whose state is loaded next (a checkpoint, a pretrained model):
+    constants that are fitted at construction (CP factors) get placeholders instead, which the loaded
+    state replaces, so loading never spends minutes on a fit it throws away."""
+    with deferred_fitting():
+        return build_model(name, **kwargs)
 
 
 def json_plain(value: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from zoo.registry import build_model
+from zoo.registry import build_model_to_load
 
 
 def expand_elements(
@@ -48,7 +48,7 @@ def expand_elements(
     previous = torch.get_default_dtype()
     torch.set_default_dtype(reference.dtype)
     try:
-        copy = build_model(build["name"], **kwargs)
+        copy = build_model_to_load(build["name"], **kwargs)  # every constant comes from model
     finally:
         torch.set_default_dtype(previous)
     copy = copy.to(device=reference.device)

@@ -60,7 +60,9 @@ from layers.tensor_product.cp_fit import (
     cached_cp,
     coupling_paths,
     coupling_tensor,
+    fitting_deferred,
     path_coefficient,
+    placeholder_factors,
 )
 from layers.tensor_product.spec import Capabilities, Path, TensorProductSpec, lay_out_weights
 
@@ -122,9 +124,13 @@ class CPTensorProduct(TensorProduct):
         shape = {"uvw": (U, V, W), "uvu": (U, V), "uuu": (U,)}[mode]
         tensor = coupling_tensor(sig1.base, sig2.base, sig_out.base)
         description = f"{sig1.base} x {sig2.base} -> {sig_out.base}"
-        factors: CPFactors = (
-            auto_rank_cp(tensor, target_error, description) if rank is None else cached_cp(tensor, int(rank), description)
-        )
+        if fitting_deferred():  # the factors are loaded next (a checkpoint): do not fit what is overwritten
+            factors = placeholder_factors(tuple(tensor.shape), int(rank or 1))
+        else:
+            factors = (
+                auto_rank_cp(tensor, target_error, description) if rank is None
+                else cached_cp(tensor, int(rank), description)
+            )
         spec = TensorProductSpec(
             method="cp",
             mode=mode,
@@ -148,6 +154,23 @@ class CPTensorProduct(TensorProduct):
         self.register_constant("to_channels2", sig2.to_channels_index())
         self.register_constant("from_channels", sig_out.from_channels_index())
         self.reset_parameters()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """Loading factors of another rank (a checkpoint fitted with ``rank=None``, loaded into a product
+        built under :func:`~layers.tensor_product.cp_fit.deferred_fitting`) adopts that rank."""
+        names = ("factor_in1", "factor_in2", "factor_out")
+        incoming = [state_dict.get(prefix + name) for name in names]
+        if all(t is not None and t.dim() == 2 for t in incoming):
+            ranks = {t.shape[1] for t in incoming}
+            rows = tuple(t.shape[0] for t in incoming)
+            if len(ranks) == 1 and rows == tuple(getattr(self, n).shape[0] for n in names) and ranks != {self.rank}:
+                for name, tensor in zip(names, incoming):
+                    current = getattr(self, name)
+                    setattr(self, name, torch.empty(tensor.shape, dtype=current.dtype, device=current.device))
+                self.rank = ranks.pop()
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     # -- error of the decomposition ------------------------------------------------------
     def coupling_error(self) -> tuple[float, float]:

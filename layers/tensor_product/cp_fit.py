@@ -25,6 +25,8 @@ keyed by a hash of :math:`M` and the rank; files are written atomically and read
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from math import sqrt
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from e3nn import o3
@@ -134,6 +137,34 @@ def fit_cp(
                 break
             previous = error
     return _balance(CPFactors(a, b, c))
+
+
+_FITTING_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar("equizoo_cp_fitting_deferred", default=False)
+
+
+@contextlib.contextmanager
+def deferred_fitting() -> Iterator[None]:
+    """Within this context CP products are built with placeholder factors instead of fitted ones.
+
+    For models whose factors are loaded next from a checkpoint (``zoo.load``): fitting them (up to
+    minutes on an empty cache) would be thrown away. A product then takes the rank of the factors it
+    loads (:meth:`layers.tensor_product.cp.CPTensorProduct._load_from_state_dict`).
+    """
+    token = _FITTING_DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _FITTING_DEFERRED.reset(token)
+
+
+def fitting_deferred() -> bool:
+    """Whether :func:`deferred_fitting` is active."""
+    return _FITTING_DEFERRED.get()
+
+
+def placeholder_factors(shape: tuple[int, int, int], rank: int = 1) -> CPFactors:
+    """Factors of NaN (never usable by mistake) with the shapes of a rank-``rank`` fit of a tensor of ``shape``."""
+    return CPFactors(*(torch.full((d, rank), float("nan"), dtype=torch.float64) for d in shape))
 
 
 def cache_dir() -> Path:

@@ -79,14 +79,17 @@ def test_dtype_and_kernel_are_load_time_choices(saved):
     assert e32 == pytest.approx(e64, rel=1e-5)
 
 
-def test_cp_factors_travel_with_the_checkpoint(tmp_path):
-    model = tiny("cp", )
+def test_cp_factors_travel_with_the_checkpoint(tmp_path, monkeypatch):
+    model = tiny("cp")
     with torch.no_grad():  # factors differing from any fit: the checkpoint's must win over the cache
         for name, buffer in model.named_buffers():
             if "factor_" in name:
                 buffer.mul_(1.5)
     path = checkpoint.save(model, tmp_path / "cp.safetensors")
+    empty_cache = tmp_path / "cache"
+    monkeypatch.setenv("EQUIZOO_CACHE_DIR", str(empty_cache))
     loaded = zoo.load(path)
+    assert not empty_cache.exists()  # loading fitted nothing: the factors and their rank come from the file
     for name, buffer in model.named_buffers():
         if "factor_" in name:
             assert torch.equal(loaded.get_buffer(name), buffer), name
