@@ -1,0 +1,123 @@
+r"""AdaHessian (Yao et al., AAAI 2021): Adam with the Hessian diagonal in place of the squared gradient.
+
+Per step :math:`t`, with gradient :math:`g_t` and the Hutchinson estimate :math:`D_t` of
+:math:`\mathrm{diag}(\nabla^2 L)` (:func:`train.optim.curvature.hutchinson_diagonal`, Rademacher
+probes; refreshed every ``update_each`` steps, reused in between):
+
+.. math::
+    m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\qquad
+    v_t = \beta_2 v_{t-1} + (1-\beta_2) D_t \odot D_t,\\
+    \theta_t = \theta_{t-1} - \eta\left(\frac{m_t/(1-\beta_1^t)}{\left(\sqrt{v_t/(1-\beta_2^t)}\right)^{k} + \epsilon}
+    + \lambda\,\theta_{t-1}\right)
+
+with Hessian power :math:`k` (``hessian_power``, 1 in the paper) and decoupled weight decay
+:math:`\lambda`. **Spatial averaging**: for a convolution kernel (a parameter of 3 or more dimensions,
+``[out, in, *kernel]``) :math:`|D_t|` is averaged over the kernel dimensions, as the paper does, which
+lowers the variance of the estimate; other parameters use the element-wise estimate.
+
+``step(closure)`` needs the closure: it returns the loss (with its graph; it must not call
+``backward``), and the optimizer differentiates it twice (a gradient with its graph, then one
+Hessian-vector product per probe). A loss that already contains forces :math:`-\partial E/\partial x`
+makes the product a third derivative of the model. Non-finite gradients or curvature skip the step
+with a warning and leave parameters and state untouched. The probes come from the optimizer's own
+seeded generator, saved in ``state_dict``, so a resumed run continues identically.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Iterable, Optional
+
+import torch
+
+from train.optim.curvature import gradients_with_graph, hutchinson_diagonal
+
+
+class AdaHessian(torch.optim.Optimizer):
+    """AdaHessian (see the module docstring).
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate :math:`\\eta` (the paper's defaults are 0.15 for image classification).
+        betas: :math:`(\\beta_1, \\beta_2)` of the gradient and curvature averages.
+        eps: :math:`\\epsilon` in the denominator.
+        weight_decay: decoupled weight decay :math:`\\lambda`.
+        hessian_power: :math:`k`, between 0 (momentum SGD) and 1.
+        update_each: refresh the Hessian diagonal every this many steps.
+        num_samples: Rademacher probes per refresh.
+        seed: seed of the probes.
+    """
+
+    def __init__(self, params: Iterable, lr: float = 0.15, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-4, weight_decay: float = 0.0, hessian_power: float = 1.0, update_each: int = 1,
+                 num_samples: int = 1, seed: int = 0) -> None:
+        if not lr > 0 or not 0 <= betas[0] < 1 or not 0 <= betas[1] < 1 or not eps > 0:
+            raise ValueError(f"AdaHessian needs lr > 0, 0 <= betas < 1 and eps > 0; got lr={lr}, betas={betas}, eps={eps}")
+        if not 0 <= hessian_power <= 1 or update_each < 1 or num_samples < 1:
+            raise ValueError(f"AdaHessian needs 0 <= hessian_power <= 1, update_each >= 1, num_samples >= 1; got "
+                             f"{hessian_power}, {update_each}, {num_samples}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, hessian_power=hessian_power)
+        super().__init__(params, defaults)
+        self.update_each, self.num_samples = int(update_each), int(num_samples)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.num_steps = 0
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["adahessian"] = {"generator": self.generator.get_state(), "num_steps": self.num_steps}
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("adahessian")
+        super().load_state_dict(state_dict)
+        self.generator.set_state(extra["generator"])
+        self.num_steps = int(extra["num_steps"])
+
+    def _params(self) -> list[torch.nn.Parameter]:
+        return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+
+    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> torch.Tensor:
+        if closure is None:
+            raise ValueError("AdaHessian.step needs a closure that returns the loss (without calling backward)")
+        params = self._params()
+        with torch.enable_grad():
+            loss = closure()
+            grads = gradients_with_graph(loss, params)
+            refresh = self.num_steps % self.update_each == 0
+            curvature = (hutchinson_diagonal(grads, params, self.num_samples, self.generator) if refresh
+                         else [None] * len(params))
+        grads = [g.detach() for g in grads]
+        if not all(torch.isfinite(g).all() for g in grads) or \
+                not all(c is None or torch.isfinite(c).all() for c in curvature):
+            warnings.warn("AdaHessian: non-finite gradient or curvature; step skipped", RuntimeWarning, stacklevel=2)
+            return loss.detach()
+        self.num_steps += 1
+        by_param = {id(p): (g, c) for p, g, c in zip(params, grads, curvature)}
+        with torch.no_grad():
+            for group in self.param_groups:
+                beta1, beta2 = group["betas"]
+                for p in group["params"]:
+                    if id(p) not in by_param:
+                        continue
+                    grad, diagonal = by_param[id(p)]
+                    state = self.state[p]
+                    if not state:
+                        state["step"] = 0
+                        state["exp_avg"] = torch.zeros_like(p)
+                        state["exp_hessian_diag_sq"] = torch.zeros_like(p)
+                        state["hessian_updates"] = 0
+                    state["step"] += 1
+                    state["exp_avg"].mul_(beta1).add_(grad, alpha=1 - beta1)
+                    if diagonal is not None:
+                        if p.dim() >= 3:  # spatial averaging over a convolution kernel's dimensions
+                            diagonal = diagonal.abs().mean(dim=tuple(range(2, p.dim())), keepdim=True).expand_as(p)
+                        state["exp_hessian_diag_sq"].mul_(beta2).addcmul_(diagonal, diagonal, value=1 - beta2)
+                        state["hessian_updates"] += 1
+                    corrected_mean = state["exp_avg"] / (1 - beta1 ** state["step"])
+                    corrected_curvature = state["exp_hessian_diag_sq"] / (1 - beta2 ** max(state["hessian_updates"], 1))
+                    denominator = corrected_curvature.sqrt().pow(group["hessian_power"]).add_(group["eps"])
+                    if group["weight_decay"]:
+                        p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.addcdiv_(corrected_mean, denominator, value=-group["lr"])
+        return loss.detach()
