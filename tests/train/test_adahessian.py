@@ -66,7 +66,7 @@ def test_non_finite_steps_are_skipped_without_touching_state():
         optimizer.step(lambda: rosenbrock(w) * torch.tensor(float("nan"), dtype=torch.float64))
     assert torch.equal(w.detach(), before_w)
     after = optimizer.state_dict()
-    assert after["adahessian"]["num_steps"] == before_state["adahessian"]["num_steps"]
+    assert after["curvature"]["num_steps"] == before_state["curvature"]["num_steps"]
     for key in ("exp_avg", "exp_hessian_diag_sq"):
         assert torch.equal(after["state"][0][key], before_state["state"][0][key])
     with pytest.raises(ValueError, match="closure"):

@@ -25,15 +25,15 @@ seeded generator, saved in ``state_dict``, so a resumed run continues identicall
 
 from __future__ import annotations
 
-import warnings
-from typing import Callable, Iterable, Optional
+from typing import Iterable
 
 import torch
 
 from train.optim.curvature import gradients_with_graph, hutchinson_diagonal
+from train.optim.diagonal_curvature import DiagonalCurvatureOptimizer
 
 
-class AdaHessian(torch.optim.Optimizer):
+class AdaHessian(DiagonalCurvatureOptimizer):
     """AdaHessian (see the module docstring).
 
     Args:
@@ -57,67 +57,34 @@ class AdaHessian(torch.optim.Optimizer):
             raise ValueError(f"AdaHessian needs 0 <= hessian_power <= 1, update_each >= 1, num_samples >= 1; got "
                              f"{hessian_power}, {update_each}, {num_samples}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, hessian_power=hessian_power)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, seed)
         self.update_each, self.num_samples = int(update_each), int(num_samples)
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self.num_steps = 0
 
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state["adahessian"] = {"generator": self.generator.get_state(), "num_steps": self.num_steps}
-        return state
+    def _estimate(self, loss, params, **options):
+        grads = gradients_with_graph(loss, params)
+        refresh = self.num_steps % self.update_each == 0
+        curvature = (hutchinson_diagonal(grads, params, self.num_samples, self.generator) if refresh
+                     else [None] * len(params))
+        return [g.detach() for g in grads], curvature
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("adahessian")
-        super().load_state_dict(state_dict)
-        self.generator.set_state(extra["generator"])
-        self.num_steps = int(extra["num_steps"])
-
-    def _params(self) -> list[torch.nn.Parameter]:
-        return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
-
-    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> torch.Tensor:
-        if closure is None:
-            raise ValueError("AdaHessian.step needs a closure that returns the loss (without calling backward)")
-        params = self._params()
-        with torch.enable_grad():
-            loss = closure()
-            grads = gradients_with_graph(loss, params)
-            refresh = self.num_steps % self.update_each == 0
-            curvature = (hutchinson_diagonal(grads, params, self.num_samples, self.generator) if refresh
-                         else [None] * len(params))
-        grads = [g.detach() for g in grads]
-        if not all(torch.isfinite(g).all() for g in grads) or \
-                not all(c is None or torch.isfinite(c).all() for c in curvature):
-            warnings.warn("AdaHessian: non-finite gradient or curvature; step skipped", RuntimeWarning, stacklevel=2)
-            return loss.detach()
-        self.num_steps += 1
-        by_param = {id(p): (g, c) for p, g, c in zip(params, grads, curvature)}
-        with torch.no_grad():
-            for group in self.param_groups:
-                beta1, beta2 = group["betas"]
-                for p in group["params"]:
-                    if id(p) not in by_param:
-                        continue
-                    grad, diagonal = by_param[id(p)]
-                    state = self.state[p]
-                    if not state:
-                        state["step"] = 0
-                        state["exp_avg"] = torch.zeros_like(p)
-                        state["exp_hessian_diag_sq"] = torch.zeros_like(p)
-                        state["hessian_updates"] = 0
-                    state["step"] += 1
-                    state["exp_avg"].mul_(beta1).add_(grad, alpha=1 - beta1)
-                    if diagonal is not None:
-                        if p.dim() >= 3:  # spatial averaging over a convolution kernel's dimensions
-                            diagonal = diagonal.abs().mean(dim=tuple(range(2, p.dim())), keepdim=True).expand_as(p)
-                        state["exp_hessian_diag_sq"].mul_(beta2).addcmul_(diagonal, diagonal, value=1 - beta2)
-                        state["hessian_updates"] += 1
-                    corrected_mean = state["exp_avg"] / (1 - beta1 ** state["step"])
-                    corrected_curvature = state["exp_hessian_diag_sq"] / (1 - beta2 ** max(state["hessian_updates"], 1))
-                    denominator = corrected_curvature.sqrt().pow(group["hessian_power"]).add_(group["eps"])
-                    if group["weight_decay"]:
-                        p.mul_(1 - group["lr"] * group["weight_decay"])
-                    p.addcdiv_(corrected_mean, denominator, value=-group["lr"])
-        return loss.detach()
+    def _update(self, p, group, grad, diagonal):
+        beta1, beta2 = group["betas"]
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_hessian_diag_sq"] = torch.zeros_like(p)
+            state["hessian_updates"] = 0
+        state["step"] += 1
+        state["exp_avg"].mul_(beta1).add_(grad, alpha=1 - beta1)
+        if diagonal is not None:
+            if p.dim() >= 3:  # spatial averaging over a convolution kernel's dimensions
+                diagonal = diagonal.abs().mean(dim=tuple(range(2, p.dim())), keepdim=True).expand_as(p)
+            state["exp_hessian_diag_sq"].mul_(beta2).addcmul_(diagonal, diagonal, value=1 - beta2)
+            state["hessian_updates"] += 1
+        corrected_mean = state["exp_avg"] / (1 - beta1 ** state["step"])
+        corrected_curvature = state["exp_hessian_diag_sq"] / (1 - beta2 ** max(state["hessian_updates"], 1))
+        denominator = corrected_curvature.sqrt().pow(group["hessian_power"]).add_(group["eps"])
+        if group["weight_decay"]:
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+        p.addcdiv_(corrected_mean, denominator, value=-group["lr"])

@@ -30,17 +30,17 @@ is saved in ``state_dict``, so a resumed run continues identically.
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Iterable, Optional
 
 import torch
 
 from train.optim.curvature import gauss_newton_bartlett_diagonal, gradients_with_graph, hutchinson_diagonal
+from train.optim.diagonal_curvature import DiagonalCurvatureOptimizer
 
 ESTIMATORS = ("hutchinson", "gnb")
 
 
-class Sophia(torch.optim.Optimizer):
+class Sophia(DiagonalCurvatureOptimizer):
     """Sophia-H / Sophia-G (see the module docstring).
 
     Args:
@@ -64,24 +64,10 @@ class Sophia(torch.optim.Optimizer):
         if not lr > 0 or not 0 <= betas[0] < 1 or not 0 <= betas[1] < 1 or not rho > 0 or update_every < 1:
             raise ValueError(f"Sophia needs lr > 0, 0 <= betas < 1, rho > 0, update_every >= 1; got lr={lr}, "
                              f"betas={betas}, rho={rho}, update_every={update_every}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), rho=rho, eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), rho=rho, eps=eps, weight_decay=weight_decay), seed)
         self.estimator, self.update_every, self.gnb_sigma = estimator, int(update_every), float(gnb_sigma)
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self.num_steps = 0
 
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state["sophia"] = {"generator": self.generator.get_state(), "num_steps": self.num_steps}
-        return state
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("sophia")
-        super().load_state_dict(state_dict)
-        self.generator.set_state(extra["generator"])
-        self.num_steps = int(extra["num_steps"])
-
-    def _curvature(self, loss, params, predict, loss_of, batch_size) -> tuple[list, list]:
+    def _estimate(self, loss, params, predict=None, loss_of=None, batch_size=None):
         """Gradients and, on refresh steps, the curvature estimate (else a list of None)."""
         refresh = self.num_steps % self.update_every == 0
         if refresh and self.estimator == "hutchinson":
@@ -99,35 +85,20 @@ class Sophia(torch.optim.Optimizer):
              predict: Optional[Callable[[], torch.Tensor]] = None,
              loss_of: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
              batch_size: Optional[int] = None) -> torch.Tensor:
-        if closure is None:
-            raise ValueError("Sophia.step needs a closure that returns the loss (without calling backward)")
-        params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
-        with torch.enable_grad():
-            loss = closure()
-            grads, curvature = self._curvature(loss, params, predict, loss_of, batch_size)
-        if not all(torch.isfinite(g).all() for g in grads) or \
-                not all(c is None or torch.isfinite(c).all() for c in curvature):
-            warnings.warn("Sophia: non-finite gradient or curvature; step skipped", RuntimeWarning, stacklevel=2)
-            return loss.detach()
-        self.num_steps += 1
-        by_param = {id(p): (g, c) for p, g, c in zip(params, grads, curvature)}
-        with torch.no_grad():
-            for group in self.param_groups:
-                beta1, beta2 = group["betas"]
-                for p in group["params"]:
-                    if id(p) not in by_param:
-                        continue
-                    grad, estimate = by_param[id(p)]
-                    state = self.state[p]
-                    if not state:
-                        state["exp_avg"] = torch.zeros_like(p)
-                        state["hessian"] = torch.zeros_like(p)
-                    state["exp_avg"].mul_(beta1).add_(grad, alpha=1 - beta1)
-                    if estimate is not None:
-                        state["hessian"].mul_(beta2).add_(estimate, alpha=1 - beta2)
-                    if group["weight_decay"]:
-                        p.mul_(1 - group["lr"] * group["weight_decay"])
-                    momentum = state["exp_avg"]
-                    ratio = (momentum.abs() / (group["rho"] * state["hessian"]).clamp(min=group["eps"])).clamp(max=1.0)
-                    p.addcmul_(momentum.sign(), ratio, value=-group["lr"])
-        return loss.detach()
+        """One step; Sophia-G's refresh steps also need ``predict``, ``loss_of`` and ``batch_size``."""
+        return super().step(closure, predict=predict, loss_of=loss_of, batch_size=batch_size)
+
+    def _update(self, p, group, grad, estimate):
+        beta1, beta2 = group["betas"]
+        state = self.state[p]
+        if not state:
+            state["exp_avg"] = torch.zeros_like(p)
+            state["hessian"] = torch.zeros_like(p)
+        state["exp_avg"].mul_(beta1).add_(grad, alpha=1 - beta1)
+        if estimate is not None:
+            state["hessian"].mul_(beta2).add_(estimate, alpha=1 - beta2)
+        if group["weight_decay"]:
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+        momentum = state["exp_avg"]
+        ratio = (momentum.abs() / (group["rho"] * state["hessian"]).clamp(min=group["eps"])).clamp(max=1.0)
+        p.addcmul_(momentum.sign(), ratio, value=-group["lr"])
