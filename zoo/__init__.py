@@ -1,4 +1,5 @@
-"""Models assembled from ``layers``: :func:`build_model` by name (``"mace"``), :func:`load` for a
+"""Models assembled from ``layers``: :func:`build_model` by name (``"mace"``; the neural operators ``"fno"``,
+``"tfno"``, ``"sfno"``, ``"deeponet"``, ``"mgno"``), :func:`load` for a
 pretrained name or a checkpoint file (:mod:`zoo.checkpoint`), and the ASE calculator
 (:mod:`zoo.calculator`)."""
 
