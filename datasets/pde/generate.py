@@ -3,6 +3,7 @@
     python -m datasets.pde.generate darcy --resolution 85 --train 1000 --test 100 --seed 0 --out data/pde
     python -m datasets.pde.generate burgers --resolution 1024 --train 1000 --test 100 --seed 0 --out data/pde
     python -m datasets.pde.generate navier_stokes --resolution 64 --train 1000 --test 200 --seed 0 --out data/pde
+    python -m datasets.pde.generate shallow_water --resolution 33 --train 512 --test 64 --seed 0 --out data/pde
 
 For each sample the input function is drawn from the Gaussian random field of the FNO protocol
 (``datasets.pde.random_fields``), the PDE is solved at ``--solver-resolution`` and both input and
@@ -21,6 +22,16 @@ PDEs", ICLR 2021, sec. 5 and appendix A):
                    (T = 50; 1e-4 -> 30, 1e-5 -> 20 when --t is not given), dt = 1e-4, solved on
                    256 x 256 (``datasets.pde.navier_stokes``, ``--scheme heun``; ``euler`` is FNO's
                    first-order update), s = 64. The FNO models map the first 10 snapshots to the rest.
+    shallow_water  (the SFNO data: Bonev et al., "Spherical Fourier Neural Operators", ICML 2023, and
+                   torch-harmonics' PdeDataset) x = a random state [N, 3, s, 2 (s - 1)] (height
+                   anomaly, vorticity, divergence; ``shallow_water.random_initial_condition``, Mach
+                   0.2), y = the state t = 3600 s later, rotating shallow-water equations on the Earth,
+                   spectral transform method, Adams-Bashforth 3 with 150 s steps
+                   (``datasets.pde.shallow_water``). Grid: equiangular with both poles, s rows
+                   (colatitude pi i / (s - 1)) and 2 (s - 1) longitudes; resolution = s = nlat, default
+                   257 (the paper's 256 x 512 grid is torch-harmonics' nlon = 2 nlat; ours keeps
+                   (s - 1) / (r - 1) coarsenings exact). The solver keeps degrees l < ceil(n / 3) of its
+                   n rows; a grid coarser than 2 ceil(n / 3) - 1 rows samples them with aliasing.
 
 Files: ``OUT/<equation>_train_<s>.pt`` and ``OUT/<equation>_test_<s>.pt``, each a ``torch.save`` dict
 ``{"x": Tensor, "y": Tensor, "metadata": dict}`` (the keys of neuraloperator's Darcy files, so
@@ -37,7 +48,8 @@ reproducible for a given (seed, batch size), bit for bit on the same machine and
 Cost (2 shared CPU cores): Darcy about 1 s per sample at 421 x 421 (one SuperLU factorisation);
 Burgers at 8192 points to t = 1 takes minutes per batch on the CPU and Navier-Stokes at 256 x 256
 (5e5 steps to T = 50) is a GPU job: ``--device cuda`` runs those two solvers there (the inputs are
-still drawn on the CPU, so the seed gives the same inputs on any device).
+still drawn on the CPU, so the seed gives the same inputs on any device). Shallow water on 33 x 64
+(24 steps of 150 s per sample, batches of 64): about 7 s for 576 samples on an idle 2-core CPU.
 """
 
 from __future__ import annotations
@@ -55,7 +67,7 @@ import numpy as np
 import torch
 
 from datasets.generators.progress import progress_bar
-from datasets.pde import burgers, darcy, navier_stokes
+from datasets.pde import burgers, darcy, navier_stokes, shallow_water
 from datasets.pde.random_fields import (
     FNO_BURGERS,
     FNO_DARCY,
@@ -76,8 +88,10 @@ class Protocol:
     ``make(generators, params) -> (x, y)`` draws one input per generator at
     ``params["solver_resolution"]`` (on the CPU), solves (Burgers and Navier-Stokes on
     ``params["device"]``), and returns both on the CPU at the solver resolution (float64).
-    ``grid`` is ``"periodic"`` (points ``j / n``, subsampled by ``n / s``) or ``"nodes"`` (``j / (n-1)``
-    with the boundary, subsampled by ``(n - 1) / (s - 1)``).
+    ``grid`` is ``"periodic"`` (points ``j / n``, subsampled by ``n / s``), ``"nodes"`` (``j / (n-1)``
+    with the boundary, subsampled by ``(n - 1) / (s - 1)``) or ``"sphere"`` (``n`` latitudes with both
+    poles and ``2 (n - 1)`` longitudes, the last two axes of ``[B, channels, n, 2 (n - 1)]``, both
+    subsampled by ``(n - 1) / (s - 1)``).
     """
 
     solver_resolution: int
@@ -89,6 +103,7 @@ class Protocol:
     field: dict
     x: str
     y: str
+    reference: str = "Li et al., Fourier Neural Operator for Parametric PDEs, ICLR 2021"
 
 
 def _burgers(generators: list[torch.Generator], params: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,6 +127,14 @@ def _navier_stokes(generators: list[torch.Generator], params: dict) -> tuple[tor
                                forcing=navier_stokes.fno_forcing(n), dt=params["dt"],
                                record_times=record_times(params["t"], params["record_every"]), scheme=params["scheme"])
     return w0, w.cpu()
+
+
+def _shallow_water(generators: list[torch.Generator], params: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """x = a random state ``[B, 3, n, 2 (n - 1)]``, y = the state ``params["t"]`` seconds later."""
+    n = params["solver_resolution"]
+    nlon = shallow_water.longitudes_per_latitude(n)
+    x = torch.cat([shallow_water.random_initial_condition(1, n, nlon, g, mach=params["mach"]) for g in generators])
+    return x, shallow_water.simulate(x.to(params["device"]), params["t"], dt_solver=params["dt"]).cpu()
 
 
 def record_times(t: float, every: float) -> list[float]:
@@ -143,12 +166,33 @@ PROTOCOLS: dict[str, Protocol] = {
                "diffusion, explicit advection; forcing 0.1 (sin 2pi(x+y) + cos 2pi(x+y))",
         field={"law": "N(0, sigma^2 (-Delta + tau^2 I)^-alpha) on the unit torus", **FNO_NAVIER_STOKES},
         x="vorticity w0 at (i, j) / s", y="vorticity at t = record_every, 2 record_every, ..., t: [T, s, s]"),
+    "shallow_water": Protocol(
+        solver_resolution=257, resolution=257, grid="sphere", parameters={"t": 3600.0, "dt": 150.0, "mach": 0.2},
+        make=_shallow_water,
+        solver="datasets.pde.shallow_water.simulate: rotating shallow-water equations (vorticity-divergence form) "
+               "on the Earth, spectral transform method (torch-harmonics SHT, degrees l < ceil(n / 3)), "
+               "Adams-Bashforth 3 with hyperdiffusion (torch-harmonics' ShallowWaterSolver)",
+        field={"law": "spherical-harmonic coefficients c_lm ~ sqrt(4 pi / (120 * 121)) CN(0, 1), l < ceil(n / 3), "
+                      "m <= l; height anomaly c^Phi, vorticity and divergence (mach / 0.2) c (torch-harmonics' "
+                      "random_initial_condition)", "planet": dict(vars(shallow_water.EARTH))},
+        x="state [3 (height anomaly (Phi - g H) / (g A), vorticity zeta a / U, divergence delta a / U), s, 2 (s - 1)] "
+          "at colatitude pi i / (s - 1), longitude pi j / (s - 1); A = 120 m, H = 10 km, U = 0.2 sqrt(g H)",
+        y="the state t seconds later (same layout)",
+        reference="Bonev et al., Spherical Fourier Neural Operators: Learning Stable Dynamics on the Sphere, "
+                  "ICML 2023"),
 }
 
 
 def subsample(field: torch.Tensor, resolution: int, grid: str, dims: int) -> torch.Tensor:
-    """Every ``r``-th point along the last ``dims`` axes: ``r = n / s`` (periodic) or ``(n-1)/(s-1)`` (nodes)."""
+    """Every ``r``-th point along the last ``dims`` axes: ``r = n / s`` (periodic) or ``(n-1)/(s-1)`` (nodes);
+    ``"sphere"``: every ``r = (n - 1) / (s - 1)``-th latitude and longitude of ``[..., n, 2 (n - 1)]``."""
     n = field.shape[-1]
+    if grid == "sphere":
+        n = field.shape[-2]
+        if resolution < 2 or (n - 1) % (resolution - 1) != 0:
+            raise ValueError(f"resolution - 1 = {resolution - 1} does not divide nlat - 1 = {n - 1}")
+        stride = (n - 1) // (resolution - 1)
+        return field[..., ::stride, ::stride]
     if grid == "nodes":
         return darcy.subsample(field, resolution)
     if n % resolution != 0:
@@ -176,11 +220,17 @@ def _check_options(equation: str, resolution: int, solver_resolution: int, num_s
     if protocol.grid == "nodes" and (solver_resolution - 1) % (resolution - 1) != 0:
         raise ValueError(f"resolution - 1 = {resolution - 1} must divide solver_resolution - 1 = "
                          f"{solver_resolution - 1} (grids with the boundary nodes)")
+    if protocol.grid == "sphere":
+        if resolution < 3:
+            raise ValueError(f"resolution (latitudes, both poles included) must be >= 3, got {resolution}")
+        if (solver_resolution - 1) % (resolution - 1) != 0:
+            raise ValueError(f"resolution - 1 = {resolution - 1} must divide solver_resolution - 1 = "
+                             f"{solver_resolution - 1} (latitudes with both poles; longitudes 2 (nlat - 1))")
     unknown = set(parameters) - set(protocol.parameters)
     if unknown:
         raise ValueError(f"{', '.join(sorted(unknown))} does not apply to {equation} "
                          f"(its parameters: {', '.join(protocol.parameters)})")
-    for name in ("nu", "t", "dt", "record_every"):
+    for name in ("nu", "t", "dt", "record_every", "mach"):
         value = parameters.get(name)
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a finite positive number, got {value!r}")
@@ -191,10 +241,10 @@ def generate(equation: str, resolution: int | None = None, num_samples: int = 1,
              device: str = "cpu", progress: bool = False, **parameters) -> dict:
     """``{"x": [num_samples, ...], "y": [num_samples, ...], "metadata": {...}}`` for one split.
 
-    equation: ``"burgers" | "darcy" | "navier_stokes"``; resolution / solver_resolution default to
+    equation: ``"burgers" | "darcy" | "navier_stokes" | "shallow_water"``; resolution / solver_resolution default to
     the FNO protocol's (``PROTOCOLS``); ``parameters`` override the equation's own (``nu``, ``t``,
     ...; ``None`` values are ignored). Tensors are stored in ``dtype`` (solved in float64). ``device``
-    runs the Burgers and Navier-Stokes solvers (e.g. ``"cuda"``); inputs are always drawn on the CPU,
+    runs the Burgers, Navier-Stokes and shallow-water solvers (e.g. ``"cuda"``); inputs are always drawn on the CPU,
     so a seed gives the same inputs on any device. Darcy always solves on the CPU (SuperLU).
     """
     if equation not in PROTOCOLS:
@@ -244,7 +294,7 @@ def generate(equation: str, resolution: int | None = None, num_samples: int = 1,
         "x": protocol.x,
         "y": protocol.y,
         "generator": "python -m datasets.pde.generate",
-        "reference": "Li et al., Fourier Neural Operator for Parametric PDEs, ICLR 2021",
+        "reference": protocol.reference,
     }
     return {"x": torch.cat(xs), "y": torch.cat(ys), "metadata": metadata}
 
@@ -278,17 +328,22 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(prog="python -m datasets.pde.generate", description=__doc__.split("\n")[0])
     parser.add_argument("equation", choices=list(PROTOCOLS))
     parser.add_argument("--resolution", type=int, default=None,
-                        help="output points per side (default: burgers 1024, darcy 85, navier_stokes 64)")
+                        help="output points per side (default: burgers 1024, darcy 85, navier_stokes 64; "
+                             "shallow_water: latitudes 257, longitudes 2 (nlat - 1))")
     parser.add_argument("--train", type=int, required=True, help="number of training samples")
     parser.add_argument("--test", type=int, required=True, help="number of test samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--solver-resolution", type=int, default=None,
                         help="points per side the PDE is solved on (default: burgers 8192, darcy 421, "
-                             "navier_stokes 256)")
+                             "navier_stokes 256, shallow_water 257 latitudes)")
     parser.add_argument("--nu", type=float, default=None, help="viscosity (burgers, navier_stokes)")
-    parser.add_argument("--t", type=float, default=None, help="final time (burgers, navier_stokes)")
-    parser.add_argument("--dt", type=float, default=None, help="navier_stokes: largest time step (default 1e-4)")
+    parser.add_argument("--t", type=float, default=None,
+                        help="final time (burgers, navier_stokes; shallow_water: lead time in seconds, default 3600)")
+    parser.add_argument("--dt", type=float, default=None,
+                        help="largest time step (navier_stokes: default 1e-4; shallow_water: seconds, default 150)")
+    parser.add_argument("--mach", type=float, default=None,
+                        help="shallow_water: wind of the random initial states, in gravity-wave speeds (default 0.2)")
     parser.add_argument("--record-every", type=float, default=None,
                         help="navier_stokes: time between recorded snapshots (default 1)")
     parser.add_argument("--scheme", choices=("heun", "euler"), default=None,
@@ -296,11 +351,12 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser.add_argument("--face-mean", choices=darcy.FACE_MEANS, default=None, help="darcy: face coefficient")
     parser.add_argument("--batch-size", type=int, default=16, help="samples solved together")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="of the stored tensors")
-    parser.add_argument("--device", default="cpu", help="burgers, navier_stokes: where to solve (e.g. cuda)")
+    parser.add_argument("--device", default="cpu",
+                        help="burgers, navier_stokes, shallow_water: where to solve (e.g. cuda)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     parameters = {"nu": args.nu, "t": args.t, "dt": args.dt, "record_every": args.record_every, "scheme": args.scheme,
-                  "face_mean": args.face_mean}
+                  "face_mean": args.face_mean, "mach": args.mach}
     written = []
     for split, count in (("train", args.train), ("test", args.test)):
         start = time.perf_counter()

@@ -1,0 +1,416 @@
+"""Train / valid / multi-resolution test tensors for neural-operator training: ``build_operator_data``.
+
+Three sources give the same ``OperatorData``:
+
+- ``"generate"``: our solvers (``datasets.pde.generate``, any equation of ``generate.PROTOCOLS``).
+  Train split: ``num_train + num_valid`` samples at ``resolution`` (valid = the last ``num_valid``).
+  Test split: ``num_test`` samples generated once at the finest of ``test_resolutions`` and
+  ``resolution`` and subsampled to each of them, so every test resolution holds the same functions
+  (the zero-shot super-resolution test of the FNO paper). Both splits are cached in ``cache_dir``
+  (default ``$EQUIZOO_PDE_CACHE``, else ``~/.cache/equizoo/pde``) as
+  ``<equation>_<split>_<resolution>_<hash>.pt``, the hash covering every option that changes the
+  content; a cached file is used only when the request stored in its metadata equals this one,
+  otherwise it is generated again (and replaced).
+- ``"neuraloperator"``: neuraloperator 0.3.0's small Darcy files (``darcy_train_16``: the first
+  ``num_train`` of its 1000 samples for training, the last ``num_valid`` for validation;
+  ``darcy_test_16`` / ``darcy_test_32``: 50 test samples at 16 and 32 nodes per side).
+- ``"files"``: ``files = {"train": path, "test": {resolution: path, ...}}``, our ``.pt`` format or
+  neuraloperator's; a requested resolution missing from ``files["test"]`` (or a train file on a finer
+  grid than ``resolution``) is subsampled from the finest file that reaches it.
+
+Shapes (``s`` points per side, ``d`` spatial dimensions):
+
+- task ``"map"``: ``x: [N, C_in, *s]``, ``y: [N, C_out, *s]``. A file's ``x: [N, *s]`` gets a channel axis;
+  a time series ``y: [N, T, *s]`` (Navier-Stokes: w at ``t = 1 .. T``) or ``[N, *s, T]`` becomes ``T``
+  output channels.
+- task ``"rollout"`` (autoregressive training): ``x: [N, T + 1, *s]`` trajectories with time as the
+  channel axis, ``cat(x, y)`` of a time-dependent equation; ``y`` is ``None``.
+
+Subsampling keeps every ``r``-th point per axis: ``r = n / s`` on a ``"periodic"`` grid (``x_j = j / n``)
+and ``r = (n - 1) / (s - 1)`` on a ``"nodes"`` grid (``x_j = j / (n - 1)``, the boundary kept) and on a
+``"sphere"`` grid (shallow water: ``[..., nlat, 2 (nlat - 1)]``, both poles kept; ``resolution`` counts
+latitudes, and the input already has its channels, ``[N, 3, nlat, nlon]``).
+Bad data raise ``DatasetError`` naming the file and key; bad options raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from datasets.errors import DatasetError
+from datasets.pde import generate as gen
+from datasets.pde.neuraloperator_files import find_neuraloperator_data, read_pt_with_metadata, sha256
+
+SOURCES = ("generate", "neuraloperator", "files")
+TASKS = ("map", "rollout")
+CACHE_ENV_VAR = "EQUIZOO_PDE_CACHE"
+DEFAULT_CACHE_DIR = Path("~/.cache/equizoo/pde")
+CACHE_FORMAT = 1  # bump when the cached content of a request changes meaning
+SHA256_MAX_BYTES = 1 << 30  # files above this are recorded by size only (hashing them costs seconds)
+NEURALOPERATOR_TEST_SAMPLES = 50
+NEURALOPERATOR_TRAIN_SAMPLES = 1000
+
+
+@dataclass
+class OperatorData:
+    """The tensors of one operator-learning experiment (see the module docstring for the shapes)."""
+
+    task: str  # "map" (x -> y) or "rollout" (time series, autoregressive)
+    domain: str  # "periodic" | "nodes" | "sphere"
+    spatial_dims: int
+    resolution: int  # training grid (points per dimension)
+    train_x: torch.Tensor
+    train_y: torch.Tensor | None
+    valid_x: torch.Tensor
+    valid_y: torch.Tensor | None
+    test: dict[int, tuple[torch.Tensor, torch.Tensor | None]]  # resolution -> the same samples on that grid
+    sources: dict = field(default_factory=dict)  # JSON-plain: files, sha256, generation metadata
+
+
+# --- grids ---------------------------------------------------------------------------------------------
+
+def reachable(points: int, resolution: int, domain: str) -> bool:
+    """Whether a grid of ``resolution`` points is every ``r``-th point of one of ``points`` (for
+    ``"sphere"``: latitudes, both poles kept; the longitudes follow)."""
+    if domain == "sphere":
+        return resolution >= 3 and (points - 1) % (resolution - 1) == 0
+    if domain == "nodes":
+        return resolution >= 2 and (points - 1) % (resolution - 1) == 0
+    return resolution >= 1 and points % resolution == 0
+
+
+def admissible_resolutions(points: int, domain: str) -> list[int]:
+    """Every resolution a grid of ``points`` subsamples to."""
+    return [s for s in range(1, points + 1) if reachable(points, s, domain)]
+
+
+def grid_resolution(field_: torch.Tensor, domain: str) -> int:
+    """Points per dimension of ``[..., *grid]``: the last axis, or the latitudes ``[..., nlat, nlon]`` on a sphere."""
+    return field_.shape[-2] if domain == "sphere" else field_.shape[-1]
+
+
+def subsample_grid(field_: torch.Tensor, resolution: int, domain: str, spatial_dims: int) -> torch.Tensor:
+    """Every ``r``-th point along the last ``spatial_dims`` axes; ValueError naming the admissible
+    resolutions when ``resolution`` is not reachable.
+
+    ``"periodic"``: ``r = n / s``; ``"nodes"``: ``r = (n - 1) / (s - 1)`` (all axes of ``n`` points);
+    ``"sphere"``: ``[..., n, 2 (n - 1)]`` (latitudes with both poles, longitudes), ``r = (n - 1) / (s - 1)``
+    on both axes (as ``datasets.pde.generate.subsample``).
+    """
+    points = grid_resolution(field_, domain)
+    if domain == "sphere":
+        if spatial_dims != 2 or field_.shape[-1] != 2 * (points - 1):
+            raise ValueError(f"a 'sphere' grid is [..., nlat, 2 (nlat - 1)], got {list(field_.shape)}")
+    elif any(size != points for size in field_.shape[field_.ndim - spatial_dims:]):
+        raise ValueError(f"expected a grid with the same number of points per axis, got {list(field_.shape)}")
+    if resolution == points:
+        return field_
+    if not reachable(points, resolution, domain):
+        raise ValueError(f"resolution {resolution} is not a subsample of a {domain!r} grid of {points} points; "
+                         f"admissible: {admissible_resolutions(points, domain)}")
+    stride = points // resolution if domain == "periodic" else (points - 1) // (resolution - 1)
+    return field_[(Ellipsis,) + (slice(None, None, stride),) * spatial_dims].contiguous()
+
+
+# --- shapes --------------------------------------------------------------------------------------------
+
+def _as_operator_pair(tensors: dict[str, torch.Tensor], spatial_dims: int, task: str, dtype: torch.dtype,
+                      path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """File tensors -> ``(x [N, C_in, *s], y [N, C_out, *s])`` (map) or ``(x [N, T + 1, *s], None)`` (rollout)."""
+    if {"x", "y"} <= tensors.keys():
+        x, y, x_key, y_key = tensors["x"], tensors["y"], "x", "y"
+    elif {"input", "output"} <= tensors.keys():  # neuraloperator's Burgers: output[:, 0] is the input
+        x, y, x_key, y_key = tensors["input"], tensors["output"][:, 1:], "input", "output"
+    else:
+        raise DatasetError(f"expected the keys x and y (or input and output), got {sorted(tensors)}", file=path)
+    # a time series: one input snapshot [N, *s] and y with one more axis (time) than x
+    time_series = x.ndim == spatial_dims + 1 and y.ndim == spatial_dims + 2
+    if x.ndim == spatial_dims + 1:
+        x = x.unsqueeze(1)
+    if x.ndim != spatial_dims + 2:
+        raise DatasetError(f"expected [N, *grid] or [N, C, *grid] with {spatial_dims} grid axes, got "
+                           f"{list(x.shape)}", file=path, key=x_key)
+    grid = tuple(x.shape[2:])
+    if y.ndim == spatial_dims + 1 and tuple(y.shape[1:]) == grid:
+        y = y.unsqueeze(1)
+    elif y.ndim == spatial_dims + 2 and tuple(y.shape[2:]) != grid and tuple(y.shape[1:-1]) == grid:
+        y = torch.movedim(y, -1, 1)  # [N, *s, T] -> [N, T, *s]
+    if y.ndim != spatial_dims + 2 or tuple(y.shape[2:]) != grid or y.shape[0] != x.shape[0]:
+        raise DatasetError(f"shape {list(y.shape)} does not fit the input {list(x.shape)} (expected [N, *grid], "
+                           "[N, T, *grid] or [N, *grid, T])", file=path, key=y_key)
+    x, y = x.to(dtype), y.to(dtype)
+    for key, tensor in ((x_key, x), (y_key, y)):
+        if not torch.isfinite(tensor).all():
+            raise DatasetError("contains NaN or infinite values", file=path, key=key)
+    if task == "rollout":
+        if not time_series:
+            raise DatasetError("task 'rollout' needs a time series: x one snapshot [N, *grid] and y the later "
+                               f"snapshots [N, T, *grid]; got {x_key} {list(tensors[x_key].shape)}, {y_key} "
+                               f"{list(tensors[y_key].shape)}", file=path)
+        return torch.cat([x, y], dim=1).contiguous(), None
+    return x.contiguous(), y.contiguous()
+
+
+def _file_record(path: Path, metadata: dict | None = None, **extra) -> dict:
+    record = {"file": str(path), "bytes": path.stat().st_size, **extra}
+    if record["bytes"] <= SHA256_MAX_BYTES:
+        record["sha256"] = sha256(path)
+    if metadata:
+        record["metadata"] = metadata
+    return record
+
+
+def _take(x: torch.Tensor, y: torch.Tensor | None, start: int, stop: int):
+    return x[start:stop], (None if y is None else y[start:stop])
+
+
+def _check_count(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+# --- source "generate" ---------------------------------------------------------------------------------
+
+def cache_directory(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$EQUIZOO_PDE_CACHE``, else ``~/.cache/equizoo/pde``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get(CACHE_ENV_VAR) or DEFAULT_CACHE_DIR).expanduser()
+
+
+def generation_request(*, equation: str, split: str, resolution: int, num_samples: int, seed: int,
+                       solver_resolution: int | None, parameters: dict, dtype: str, batch_size: int) -> dict:
+    """The JSON-plain description of one generated split: everything that changes its content (the
+    protocol's defaults resolved, so a changed default is a changed request). The device is left out:
+    CPU and GPU solves agree to rounding."""
+    protocol = gen.PROTOCOLS[equation]
+    given = {name: value for name, value in parameters.items() if value is not None}
+    request = {
+        "format": CACHE_FORMAT, "equation": equation, "split": split, "resolution": resolution,
+        "num_samples": num_samples, "seed": seed,
+        "solver_resolution": protocol.solver_resolution if solver_resolution is None else solver_resolution,
+        "parameters": {**protocol.parameters, **given}, "dtype": dtype, "batch_size": batch_size,
+    }
+    try:
+        return json.loads(json.dumps(request, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"parameters must be plain JSON values (numbers, strings, ...): {error}") from None
+
+
+def cache_path(directory: Path, request: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:12]
+    return directory / f"{request['equation']}_{request['split']}_{request['resolution']}_{digest}.pt"
+
+
+def _cached_or_generated(request: dict, directory: Path, device: str, progress: bool) -> tuple[dict, dict, dict]:
+    """``(tensors, metadata, record)`` of one split: read from the cache when its stored request equals
+    ``request`` and it has the requested number of samples, else generated and written."""
+    path = cache_path(directory, request)
+    if path.is_file():
+        try:
+            tensors, metadata = read_pt_with_metadata(path)
+        except DatasetError:
+            tensors, metadata = {}, {}  # unreadable: regenerate (the cache holds nothing but derived data)
+        if metadata.get("request") == request and tensors.get("x") is not None and \
+                tensors["x"].shape[0] == request["num_samples"]:
+            return tensors, metadata, _file_record(path, metadata, cached=True)
+    content = gen.generate(request["equation"], request["resolution"], request["num_samples"], seed=request["seed"],
+                           split=request["split"], solver_resolution=request["solver_resolution"],
+                           batch_size=request["batch_size"], dtype=request["dtype"], device=device,
+                           progress=progress, **request["parameters"])
+    content["metadata"] = {**content["metadata"], "request": request}
+    gen.write_atomic(path, content)
+    return content, content["metadata"], _file_record(path, content["metadata"], cached=False)
+
+
+def _declared_spatial_dims(equation: str) -> int | None:
+    """2 on a sphere, or the protocol's ``spatial_dims`` when it declares one (then x carries channels);
+    None: ``x`` is ``[N, *grid]``."""
+    protocol = gen.PROTOCOLS.get(equation)
+    if protocol is not None and protocol.grid == "sphere":
+        return 2
+    return getattr(protocol, "spatial_dims", None)
+
+
+def _spatial_dims(equation: str, x: torch.Tensor) -> int:
+    return _declared_spatial_dims(equation) or x.ndim - 1
+
+
+def _from_generate(equation, resolution, test_resolutions, num_train, num_valid, num_test, seed, solver_resolution,
+                   parameters, task, cache_dir, dtype, batch_size, progress, device) -> OperatorData:
+    if equation not in gen.PROTOCOLS:
+        raise ValueError(f"equation must be one of {', '.join(gen.PROTOCOLS)} for source 'generate', got {equation!r}")
+    domain = gen.PROTOCOLS[equation].grid
+    finest = max([resolution, *test_resolutions])
+    for s in test_resolutions:  # fail before any solve
+        if not reachable(finest, s, domain):
+            raise ValueError(f"test resolution {s} is not a subsample of the finest test grid {finest} ({domain}); "
+                             f"admissible: {admissible_resolutions(finest, domain)}")
+    directory = cache_directory(cache_dir)
+    common = dict(equation=equation, seed=seed, solver_resolution=solver_resolution, parameters=parameters,
+                  dtype=dtype, batch_size=batch_size)
+    train_request = generation_request(split="train", resolution=resolution, num_samples=num_train + num_valid,
+                                       **common)
+    tensors, _, train_record = _cached_or_generated(train_request, directory, device, progress)
+    dims = _spatial_dims(equation, tensors["x"])
+    x, y = _as_operator_pair(tensors, dims, task, gen.DTYPES[dtype], train_record["file"])
+    sources = {"source": "generate", "equation": equation, "train": train_record,
+               "splits": {"train": [0, num_train], "valid": [num_train, num_train + num_valid]}}
+    test = {}
+    if num_test > 0:
+        test_request = generation_request(split="test", resolution=finest, num_samples=num_test, **common)
+        tensors, _, test_record = _cached_or_generated(test_request, directory, device, progress)
+        tx, ty = _as_operator_pair(tensors, dims, task, gen.DTYPES[dtype], test_record["file"])
+        for s in sorted({resolution, *test_resolutions}):
+            test[s] = (subsample_grid(tx, s, domain, dims), None if ty is None else subsample_grid(ty, s, domain, dims))
+        sources["test"] = {**test_record, "resolution": finest, "subsampled_to": sorted(test)}
+    return OperatorData(task, domain, dims, resolution, *_take(x, y, 0, num_train),
+                        *_take(x, y, num_train, num_train + num_valid), test, sources)
+
+
+# --- sources "neuraloperator" and "files" --------------------------------------------------------------
+
+def _read(path: str | os.PathLike, spatial_dims: int | None, task: str, dtype: torch.dtype):
+    """``(x, y, spatial_dims, metadata, path)`` of one file; ``spatial_dims`` None: ``x`` is ``[N, *grid]``."""
+    path = Path(path).expanduser()
+    tensors, metadata = read_pt_with_metadata(path)
+    raw_x = tensors.get("x", tensors.get("input"))
+    dims = spatial_dims or (raw_x.ndim - 1 if raw_x is not None else 1)
+    x, y = _as_operator_pair(tensors, dims, task, dtype, str(path))
+    return x, y, dims, metadata, path
+
+
+def _split_train(x, y, num_train: int, num_valid: int, path) -> tuple:
+    total = x.shape[0]
+    if num_train + num_valid > total:
+        raise DatasetError(f"holds {total} samples, fewer than num_train + num_valid = {num_train + num_valid}",
+                           file=path)
+    return (*_take(x, y, 0, num_train), *_take(x, y, total - num_valid, total))
+
+
+def _from_files(equation, resolution, test_resolutions, num_train, num_valid, num_test, task, files, dtype,
+                source) -> OperatorData:
+    if not isinstance(files, dict) or "train" not in files or not isinstance(files.get("test", {}), dict):
+        raise ValueError('files must be {"train": path, "test": {resolution: path, ...}}, got ' f"{files!r}")
+    tx, ty, dims, metadata, train_path = _read(files["train"], _declared_spatial_dims(equation), task, dtype)
+    if metadata.get("equation") not in (None, equation):
+        raise DatasetError(f"holds {metadata['equation']!r} data, not {equation!r}", file=train_path, key="metadata")
+    domain = metadata.get("grid") or ("nodes" if source == "neuraloperator" else None)
+    if domain is None:
+        if equation not in gen.PROTOCOLS:
+            raise ValueError(f"{train_path} names no grid in its metadata and equation {equation!r} is not one of "
+                             f"{', '.join(gen.PROTOCOLS)}: cannot tell a 'periodic' from a 'nodes' grid")
+        domain = gen.PROTOCOLS[equation].grid
+    try:
+        tx, ty = subsample_grid(tx, resolution, domain, dims), None if ty is None else subsample_grid(ty, resolution,
+                                                                                                        domain, dims)
+    except ValueError as error:
+        raise DatasetError(f"cannot serve the training resolution: {error}", file=train_path) from None
+    train_x, train_y, valid_x, valid_y = _split_train(tx, ty, num_train, num_valid, train_path)
+    sources = {"source": source, "equation": equation,
+               "train": _file_record(train_path, metadata, splits={"train": [0, num_train],
+                                                                   "valid": [tx.shape[0] - num_valid, tx.shape[0]]})}
+    given = {int(s): path for s, path in files.get("test", {}).items()}
+    # like "generate": the training resolution is always tested (when there is a test set)
+    wanted = sorted(set(test_resolutions or given) | {resolution}) if given and num_test > 0 else []
+    loaded, test, records = {}, {}, {}
+    for s in sorted(given, reverse=True) if wanted else []:
+        loaded[s] = _read(given[s], dims, task, dtype)
+    for s in wanted:
+        source_resolution = s if s in loaded else next((n for n in sorted(loaded, reverse=True)
+                                                        if reachable(grid_resolution(loaded[n][0], domain), s,
+                                                                     domain)), None)
+        if source_resolution is None:
+            raise ValueError(f"test resolution {s}: no test file at that resolution nor one that subsamples to it "
+                             f"(given: {sorted(given)}, grid {domain!r})")
+        x, y, _, file_metadata, path = loaded[source_resolution]
+        if x.shape[0] < num_test:
+            raise DatasetError(f"holds {x.shape[0]} test samples, fewer than num_test = {num_test}", file=path)
+        x, y = _take(x, y, 0, num_test)
+        test[s] = (subsample_grid(x, s, domain, dims), None if y is None else subsample_grid(y, s, domain, dims))
+        records[str(s)] = _file_record(path, file_metadata, subsampled_from=source_resolution)
+    sources["test"] = records
+    return OperatorData(task, domain, dims, resolution, train_x, train_y, valid_x, valid_y, test, sources)
+
+
+def _neuraloperator_files(resolution: int, test_resolutions: list[int], num_test: int) -> dict:
+    if resolution != 16:
+        raise ValueError(f"source 'neuraloperator' trains at resolution 16 (darcy_train_16), got {resolution}")
+    if not set(test_resolutions) <= {16, 32}:
+        raise ValueError(f"source 'neuraloperator' has tests at 16 and 32 only, got {sorted(test_resolutions)}")
+    if num_test > NEURALOPERATOR_TEST_SAMPLES:
+        raise ValueError(f"source 'neuraloperator' has {NEURALOPERATOR_TEST_SAMPLES} test samples, "
+                         f"num_test = {num_test}")
+    return {"train": find_neuraloperator_data("darcy_train_16"),
+            "test": {s: find_neuraloperator_data(f"darcy_test_{s}") for s in sorted({16, *test_resolutions})}}
+
+
+# --- the builder ---------------------------------------------------------------------------------------
+
+def build_operator_data(*, source: str, equation: str, resolution: int, test_resolutions: list[int],
+                        num_train: int, num_valid: int, num_test: int, seed: int = 0,
+                        solver_resolution: int | None = None, parameters: dict | None = None,
+                        task: str = "map", cache_dir: str | None = None, files: dict | None = None,
+                        dtype: str = "float32", batch_size: int = 16, progress: bool = True,
+                        device: str = "cpu") -> OperatorData:
+    """Build train/valid/test tensors (see the module docstring).
+
+    Args:
+        source: ``"generate"``, ``"neuraloperator"`` (Darcy only) or ``"files"``.
+        equation: a key of ``generate.PROTOCOLS`` (``"darcy"``, ``"burgers"``, ``"navier_stokes"``, ...).
+        resolution: training grid, points per dimension.
+        test_resolutions: grids of the test set; ``test`` holds these and the training resolution
+            (when ``num_test > 0``); for ``"files"`` an empty list means the resolutions of ``files["test"]``.
+        num_train, num_valid, num_test: sample counts (``num_valid`` / ``num_test`` may be 0).
+        seed: generation seed (``"generate"``).
+        solver_resolution: grid the PDE is solved on (``"generate"``; default the protocol's).
+        parameters: the equation's options passed to ``generate.generate`` (``nu``, ``t``, ``record_every``, ...).
+        task: ``"map"`` or ``"rollout"``.
+        cache_dir: where generated splits are cached (default ``$EQUIZOO_PDE_CACHE`` or ``~/.cache/equizoo/pde``).
+        files: ``{"train": path, "test": {resolution: path}}`` for source ``"files"``.
+        dtype: ``"float32"`` or ``"float64"`` of the returned tensors.
+        batch_size: samples solved together (``"generate"``; Burgers' CFL step depends on it).
+        progress: show a progress bar while generating.
+        device: where Burgers and Navier-Stokes are solved (``"generate"``), e.g. ``"cuda"``.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if dtype not in gen.DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(gen.DTYPES)}, got {dtype!r}")
+    _check_count("resolution", resolution, 2)
+    _check_count("num_train", num_train, 1)
+    _check_count("num_valid", num_valid, 0)
+    _check_count("num_test", num_test, 0)
+    _check_count("batch_size", batch_size, 1)
+    test_resolutions = list(test_resolutions)
+    for s in test_resolutions:
+        _check_count("each test resolution", s, 2)
+    parameters = dict(parameters or {})
+    if source == "generate":
+        if files is not None:
+            raise ValueError("files apply to source 'files' only")
+        return _from_generate(equation, resolution, test_resolutions, num_train, num_valid, num_test, seed,
+                              solver_resolution, parameters, task, cache_dir, dtype, batch_size, progress, device)
+    if parameters or solver_resolution is not None:
+        raise ValueError(f"parameters and solver_resolution apply to source 'generate' only, not {source!r}")
+    if source == "neuraloperator":
+        if equation != "darcy":
+            raise ValueError(f"source 'neuraloperator' has Darcy files only, got equation {equation!r}")
+        if task != "map":
+            raise ValueError("source 'neuraloperator' (Darcy) has no time series: use task 'map'")
+        if num_train + num_valid > NEURALOPERATOR_TRAIN_SAMPLES:
+            raise ValueError(f"darcy_train_16 holds {NEURALOPERATOR_TRAIN_SAMPLES} samples, num_train + num_valid "
+                             f"= {num_train + num_valid}")
+        files = _neuraloperator_files(resolution, test_resolutions, num_test)
+    elif files is None:
+        raise ValueError('source "files" needs files = {"train": path, "test": {resolution: path}}')
+    return _from_files(equation, resolution, test_resolutions, num_train, num_valid, num_test, task, files,
+                       gen.DTYPES[dtype], source)
