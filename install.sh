@@ -42,4 +42,9 @@ if [ -n "$extras" ]; then
 else
   pip_install -e .
 fi
+# torch-harmonics (the shallow-water solver behind configs/sfno_swe) is a source distribution that builds
+# against the torch installed above; without --no-build-isolation pip would fetch another torch to build it
+if ! .venv/bin/python -c "import torch_harmonics" 2>/dev/null; then
+  pip_install --no-build-isolation --no-deps "torch-harmonics==0.7.4"
+fi
 echo "equizoo installed in .venv (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"

@@ -28,9 +28,10 @@ def help_text() -> str:
     lines = [
         USAGE,
         "",
-        "Train an interatomic potential. NAME is one of the configs below (configs/NAME.yaml); every other",
-        "argument is a Hydra override: key=value (nested keys with dots), group=option to swap a config",
-        "group, group@key=option for a group placed at another key, +key=value to add a key.",
+        "Train an interatomic potential or a neural operator. NAME is one of the configs below",
+        "(configs/NAME.yaml); every other argument is a Hydra override: key=value (nested keys with dots),",
+        "group=option to swap a config group, group@key=option for a group placed at another key,",
+        "+key=value to add a key.",
         "",
         "configs:",
         *(f"  {name.ljust(width)}  {describe(name)}" for name in names),
@@ -43,9 +44,11 @@ def help_text() -> str:
         "  python -m train config=mace model.num_channels=64 tp@model.tensor_product=cp model.tensor_product.rank=16",
         "  python -m train config=acac_mace trainer.devices=2 trainer.strategy=ddp",
         "  python -m train config=mace ckpt_path=runs/mace/<time>/checkpoints/last.ckpt",
+        "  python -m train config=fno_darcy model.width=64 data.num_train=1000 refine.epochs=10",
         "",
         "A run writes runs/<config>/<time>/ (or run_dir=...): config.yaml, checkpoints/{best,last}.ckpt,",
-        "csv/version_N/ and tensorboard/ logs, test_metrics.json and parity.png.",
+        "csv/version_N/ and tensorboard/ logs, test_metrics.json, model.safetensors and parity.png",
+        "(potentials) or predictions_<resolution>.png (operators).",
     ]
     return "\n".join(lines)
 

@@ -237,6 +237,10 @@ def write_test_outputs(run_dir: Path, config_name: str, module: PotentialModule,
 
 def run(config: Mapping[str, Any], config_name: str) -> Path:
     """Train and test as ``config`` (resolved, plain dicts) says; return the run directory."""
+    if config.get("task") == "operator":  # neural operators: train.operator_experiment
+        from train.operator_experiment import run_operator
+
+        return run_operator(config, config_name)
     config = copy.deepcopy(dict(config))
     _check_config(config)
     run_dir = resolve_run_dir(config, config_name).resolve()

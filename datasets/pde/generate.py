@@ -38,6 +38,9 @@ Files: ``OUT/<equation>_train_<s>.pt`` and ``OUT/<equation>_test_<s>.pt``, each 
 ``datasets.pde.neuraloperator_files.read_neuraloperator_pt`` reads both), written atomically (a
 temporary file in ``OUT`` moved into place with ``os.replace``). ``metadata`` holds only plain JSON
 types: the equation, its parameters, the seed, the resolutions, the solver and the random field.
+A viscosity given as several values (``--nu 0.05 0.1 0.2``; Burgers and Navier-Stokes) is drawn per
+sample (``datasets.pde.varied_parameters``, CAPE's setting); the file then also holds
+``"pde_parameters": [N, 1]``, each sample's value, named in ``metadata["pde_parameters"]``.
 
 Determinism: sample ``i`` of split ``s`` (train 0, test 1) draws its input from its own
 ``torch.Generator`` seeded by ``numpy.random.SeedSequence([seed, s, i])``, so train and test never
@@ -67,7 +70,8 @@ import numpy as np
 import torch
 
 from datasets.generators.progress import progress_bar
-from datasets.pde import burgers, darcy, navier_stokes, shallow_water
+from datasets.pde import burgers, darcy, navier_stokes, shallow_water, varied_parameters
+from datasets.pde.grids import subsample_grid
 from datasets.pde.random_fields import (
     FNO_BURGERS,
     FNO_DARCY,
@@ -85,7 +89,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 class Protocol:
     """Defaults of one equation (the FNO paper's) and the function that makes a batch of samples.
 
-    ``make(generators, params) -> (x, y)`` draws one input per generator at
+    ``make(generators, params) -> (x, y)`` (or ``(x, y, pde_parameters [B, P])`` when a parameter is drawn
+    per sample) draws one input per generator at
     ``params["solver_resolution"]`` (on the CPU), solves (Burgers and Navier-Stokes on
     ``params["device"]``), and returns both on the CPU at the solver resolution (float64).
     ``grid`` is ``"periodic"`` (points ``j / n``, subsampled by ``n / s``), ``"nodes"`` (``j / (n-1)``
@@ -106,10 +111,21 @@ class Protocol:
     reference: str = "Li et al., Fourier Neural Operator for Parametric PDEs, ICLR 2021"
 
 
-def _burgers(generators: list[torch.Generator], params: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def _with_viscosity(generators: list[torch.Generator], params: dict, x: torch.Tensor,
+                    solve: Callable[[torch.Tensor, float], torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """``(x, solve(x, nu))``; with a list ``nu`` (``varied_parameters``) each sample draws its own and the
+    drawn values come third, ``[B, 1]``."""
+    if not varied_parameters.is_list(params["nu"]):
+        return x, solve(x, params["nu"])
+    nu = varied_parameters.draw(generators, params["nu"])
+    return x, varied_parameters.solve_grouped(nu, solve, x), nu[:, None]
+
+
+def _burgers(generators: list[torch.Generator], params: dict) -> tuple[torch.Tensor, ...]:
     n = params["solver_resolution"]
     u0 = torch.cat([periodic_random_field(1, n, generator=g, **FNO_BURGERS) for g in generators])
-    return u0, burgers.simulate(u0.to(params["device"]), nu=params["nu"], t=params["t"]).cpu()
+    return _with_viscosity(generators, params, u0, lambda u, nu: burgers.simulate(
+        u.to(params["device"]), nu=nu, t=params["t"]).cpu())
 
 
 def _darcy(generators: list[torch.Generator], params: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,14 +135,13 @@ def _darcy(generators: list[torch.Generator], params: dict) -> tuple[torch.Tenso
     return a, darcy.solve(a, params["f"], face_mean=params["face_mean"])  # scipy: always on the CPU
 
 
-def _navier_stokes(generators: list[torch.Generator], params: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def _navier_stokes(generators: list[torch.Generator], params: dict) -> tuple[torch.Tensor, ...]:
     """x = w0 ``[B, n, n]``, y = w at ``record_every, 2 record_every, ..., t``: ``[B, T, n, n]``."""
     n = params["solver_resolution"]
     w0 = torch.cat([periodic_random_field(1, n, generator=g, **FNO_NAVIER_STOKES) for g in generators])
-    w = navier_stokes.simulate(w0.to(params["device"]), nu=params["nu"], t=params["t"],
-                               forcing=navier_stokes.fno_forcing(n), dt=params["dt"],
-                               record_times=record_times(params["t"], params["record_every"]), scheme=params["scheme"])
-    return w0, w.cpu()
+    return _with_viscosity(generators, params, w0, lambda w, nu: navier_stokes.simulate(
+        w.to(params["device"]), nu=nu, t=params["t"], forcing=navier_stokes.fno_forcing(n), dt=params["dt"],
+        record_times=record_times(params["t"], params["record_every"]), scheme=params["scheme"]).cpu())
 
 
 def _shallow_water(generators: list[torch.Generator], params: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,25 +198,6 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
-def subsample(field: torch.Tensor, resolution: int, grid: str, dims: int) -> torch.Tensor:
-    """Every ``r``-th point along the last ``dims`` axes: ``r = n / s`` (periodic) or ``(n-1)/(s-1)`` (nodes);
-    ``"sphere"``: every ``r = (n - 1) / (s - 1)``-th latitude and longitude of ``[..., n, 2 (n - 1)]``."""
-    n = field.shape[-1]
-    if grid == "sphere":
-        n = field.shape[-2]
-        if resolution < 2 or (n - 1) % (resolution - 1) != 0:
-            raise ValueError(f"resolution - 1 = {resolution - 1} does not divide nlat - 1 = {n - 1}")
-        stride = (n - 1) // (resolution - 1)
-        return field[..., ::stride, ::stride]
-    if grid == "nodes":
-        return darcy.subsample(field, resolution)
-    if n % resolution != 0:
-        raise ValueError(f"resolution {resolution} does not divide the solver resolution {n}")
-    stride = n // resolution
-    index = (Ellipsis,) + (slice(None, None, stride),) * dims
-    return field[index]
-
-
 def sample_generator(seed: int, split: str, index: int) -> torch.Generator:
     """The generator of sample ``index`` of ``split``: seeded by ``SeedSequence([seed, split, index])``."""
     state = np.random.SeedSequence([seed, SPLITS[split], index]).generate_state(1, np.uint64)[0]
@@ -230,9 +226,12 @@ def _check_options(equation: str, resolution: int, solver_resolution: int, num_s
     if unknown:
         raise ValueError(f"{', '.join(sorted(unknown))} does not apply to {equation} "
                          f"(its parameters: {', '.join(protocol.parameters)})")
+    varied = varied_parameters.varied_names(equation, parameters)
     for name in ("nu", "t", "dt", "record_every", "mach"):
         value = parameters.get(name)
-        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        if name in varied:
+            varied_parameters.check_values(name, value)
+        elif value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a finite positive number, got {value!r}")
 
 
@@ -268,14 +267,15 @@ def generate(equation: str, resolution: int | None = None, num_samples: int = 1,
             params["t"] = navier_stokes.FNO_PROTOCOLS.get(params["nu"], 50.0)
         record_times(params["t"], params["record_every"])  # checks t / record_every
 
-    xs, ys = [], []
+    xs, ys, drawn = [], [], []
     with progress_bar(num_samples, f"{equation} {split}", enabled=progress) as advance:
         for start in range(0, num_samples, batch_size):
             indices = range(start, min(start + batch_size, num_samples))
-            x, y = protocol.make([sample_generator(seed, split, i) for i in indices], params)
-            dims = x.ndim - 1
-            xs.append(subsample(x, resolution, protocol.grid, dims).to(DTYPES[dtype]).contiguous())
-            ys.append(subsample(y, resolution, protocol.grid, dims).to(DTYPES[dtype]).contiguous())
+            x, y, *pde_parameters = protocol.make([sample_generator(seed, split, i) for i in indices], params)
+            dims = 2 if protocol.grid == "sphere" else x.ndim - 1  # sphere: [B, channels, nlat, nlon]
+            xs.append(subsample_grid(x, resolution, protocol.grid, dims).to(DTYPES[dtype]).contiguous())
+            ys.append(subsample_grid(y, resolution, protocol.grid, dims).to(DTYPES[dtype]).contiguous())
+            drawn += pde_parameters
             advance(len(indices))
     metadata = {
         "equation": equation,
@@ -296,7 +296,11 @@ def generate(equation: str, resolution: int | None = None, num_samples: int = 1,
         "generator": "python -m datasets.pde.generate",
         "reference": protocol.reference,
     }
-    return {"x": torch.cat(xs), "y": torch.cat(ys), "metadata": metadata}
+    content = {"x": torch.cat(xs), "y": torch.cat(ys), "metadata": metadata}
+    if drawn:  # parameters drawn per sample (varied_parameters)
+        content["pde_parameters"] = torch.cat(drawn).to(DTYPES[dtype])
+        metadata["pde_parameters"] = list(varied_parameters.varied_names(equation, parameters))
+    return content
 
 
 def write_atomic(path: str | os.PathLike, content: dict) -> Path:
@@ -337,7 +341,9 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser.add_argument("--solver-resolution", type=int, default=None,
                         help="points per side the PDE is solved on (default: burgers 8192, darcy 421, "
                              "navier_stokes 256, shallow_water 257 latitudes)")
-    parser.add_argument("--nu", type=float, default=None, help="viscosity (burgers, navier_stokes)")
+    parser.add_argument("--nu", type=float, nargs="+", default=None,
+                        help="viscosity (burgers, navier_stokes); several values: each sample draws one of them "
+                             "(stored as pde_parameters)")
     parser.add_argument("--t", type=float, default=None,
                         help="final time (burgers, navier_stokes; shallow_water: lead time in seconds, default 3600)")
     parser.add_argument("--dt", type=float, default=None,
@@ -355,7 +361,8 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
                         help="burgers, navier_stokes, shallow_water: where to solve (e.g. cuda)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    parameters = {"nu": args.nu, "t": args.t, "dt": args.dt, "record_every": args.record_every, "scheme": args.scheme,
+    nu = args.nu[0] if args.nu is not None and len(args.nu) == 1 else args.nu
+    parameters = {"nu": nu, "t": args.t, "dt": args.dt, "record_every": args.record_every, "scheme": args.scheme,
                   "face_mean": args.face_mean, "mach": args.mach}
     written = []
     for split, count in (("train", args.train), ("test", args.test)):

@@ -30,6 +30,10 @@ Subsampling keeps every ``r``-th point per axis: ``r = n / s`` on a ``"periodic"
 and ``r = (n - 1) / (s - 1)`` on a ``"nodes"`` grid (``x_j = j / (n - 1)``, the boundary kept) and on a
 ``"sphere"`` grid (shallow water: ``[..., nlat, 2 (nlat - 1)]``, both poles kept; ``resolution`` counts
 latitudes, and the input already has its channels, ``[N, 3, nlat, nlon]``).
+Data made with a parameter drawn per sample (``datasets.pde.varied_parameters``: ``parameters: {nu: [0.05,
+0.1, 0.2]}``, or a file with ``pde_parameters: [N, P]``) carry each sample's parameters beside it
+(``train_parameters``, ``valid_parameters``, ``test_parameters``: ``[N, P]``), for operators conditioned on
+them (CAPE).
 Bad data raise ``DatasetError`` naming the file and key; bad options raise ``ValueError``.
 """
 
@@ -45,6 +49,7 @@ import torch
 
 from datasets.errors import DatasetError
 from datasets.pde import generate as gen
+from datasets.pde.grids import admissible_resolutions, grid_resolution, reachable, subsample_grid
 from datasets.pde.neuraloperator_files import find_neuraloperator_data, read_pt_with_metadata, sha256
 
 SOURCES = ("generate", "neuraloperator", "files")
@@ -71,51 +76,11 @@ class OperatorData:
     valid_y: torch.Tensor | None
     test: dict[int, tuple[torch.Tensor, torch.Tensor | None]]  # resolution -> the same samples on that grid
     sources: dict = field(default_factory=dict)  # JSON-plain: files, sha256, generation metadata
-
-
-# --- grids ---------------------------------------------------------------------------------------------
-
-def reachable(points: int, resolution: int, domain: str) -> bool:
-    """Whether a grid of ``resolution`` points is every ``r``-th point of one of ``points`` (for
-    ``"sphere"``: latitudes, both poles kept; the longitudes follow)."""
-    if domain == "sphere":
-        return resolution >= 3 and (points - 1) % (resolution - 1) == 0
-    if domain == "nodes":
-        return resolution >= 2 and (points - 1) % (resolution - 1) == 0
-    return resolution >= 1 and points % resolution == 0
-
-
-def admissible_resolutions(points: int, domain: str) -> list[int]:
-    """Every resolution a grid of ``points`` subsamples to."""
-    return [s for s in range(1, points + 1) if reachable(points, s, domain)]
-
-
-def grid_resolution(field_: torch.Tensor, domain: str) -> int:
-    """Points per dimension of ``[..., *grid]``: the last axis, or the latitudes ``[..., nlat, nlon]`` on a sphere."""
-    return field_.shape[-2] if domain == "sphere" else field_.shape[-1]
-
-
-def subsample_grid(field_: torch.Tensor, resolution: int, domain: str, spatial_dims: int) -> torch.Tensor:
-    """Every ``r``-th point along the last ``spatial_dims`` axes; ValueError naming the admissible
-    resolutions when ``resolution`` is not reachable.
-
-    ``"periodic"``: ``r = n / s``; ``"nodes"``: ``r = (n - 1) / (s - 1)`` (all axes of ``n`` points);
-    ``"sphere"``: ``[..., n, 2 (n - 1)]`` (latitudes with both poles, longitudes), ``r = (n - 1) / (s - 1)``
-    on both axes (as ``datasets.pde.generate.subsample``).
-    """
-    points = grid_resolution(field_, domain)
-    if domain == "sphere":
-        if spatial_dims != 2 or field_.shape[-1] != 2 * (points - 1):
-            raise ValueError(f"a 'sphere' grid is [..., nlat, 2 (nlat - 1)], got {list(field_.shape)}")
-    elif any(size != points for size in field_.shape[field_.ndim - spatial_dims:]):
-        raise ValueError(f"expected a grid with the same number of points per axis, got {list(field_.shape)}")
-    if resolution == points:
-        return field_
-    if not reachable(points, resolution, domain):
-        raise ValueError(f"resolution {resolution} is not a subsample of a {domain!r} grid of {points} points; "
-                         f"admissible: {admissible_resolutions(points, domain)}")
-    stride = points // resolution if domain == "periodic" else (points - 1) // (resolution - 1)
-    return field_[(Ellipsis,) + (slice(None, None, stride),) * spatial_dims].contiguous()
+    # PDE parameters of each sample, [N, P] (data made with parameters drawn per sample, for CAPE); else None / {}
+    pde_parameter_names: list[str] = field(default_factory=list)
+    train_parameters: torch.Tensor | None = None
+    valid_parameters: torch.Tensor | None = None
+    test_parameters: dict[int, torch.Tensor] = field(default_factory=dict)  # resolution -> [N_test, P]
 
 
 # --- shapes --------------------------------------------------------------------------------------------
@@ -157,6 +122,22 @@ def _as_operator_pair(tensors: dict[str, torch.Tensor], spatial_dims: int, task:
     return x.contiguous(), y.contiguous()
 
 
+def _pde_parameters(tensors: dict, metadata: dict, num_samples: int, dtype: torch.dtype,
+                    path: str) -> tuple[list[str], torch.Tensor | None]:
+    """``(names, [N, P])`` of a file's per-sample PDE parameters (``pde_parameters``), or ``([], None)``."""
+    values = tensors.get("pde_parameters")
+    if values is None:
+        return [], None
+    names = list(metadata.get("pde_parameters") or [f"p{i}" for i in range(values.shape[-1] if values.ndim else 0)])
+    if values.ndim != 2 or values.shape != (num_samples, len(names)):
+        raise DatasetError(f"expected [{num_samples}, {len(names)}] (one row per sample, one column per name in "
+                           f"metadata['pde_parameters'] = {names}), got {list(values.shape)}", file=path,
+                           key="pde_parameters")
+    if not torch.isfinite(values).all():
+        raise DatasetError("contains NaN or infinite values", file=path, key="pde_parameters")
+    return names, values.to(dtype).contiguous()
+
+
 def _file_record(path: Path, metadata: dict | None = None, **extra) -> dict:
     record = {"file": str(path), "bytes": path.stat().st_size, **extra}
     if record["bytes"] <= SHA256_MAX_BYTES:
@@ -167,7 +148,11 @@ def _file_record(path: Path, metadata: dict | None = None, **extra) -> dict:
 
 
 def _take(x: torch.Tensor, y: torch.Tensor | None, start: int, stop: int):
-    return x[start:stop], (None if y is None else y[start:stop])
+    return x[start:stop], _rows(y, start, stop)
+
+
+def _rows(tensor: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
+    return None if tensor is None else tensor[start:stop]
 
 
 def _check_count(name: str, value, minimum: int) -> None:
@@ -257,33 +242,40 @@ def _from_generate(equation, resolution, test_resolutions, num_train, num_valid,
                   dtype=dtype, batch_size=batch_size)
     train_request = generation_request(split="train", resolution=resolution, num_samples=num_train + num_valid,
                                        **common)
-    tensors, _, train_record = _cached_or_generated(train_request, directory, device, progress)
+    tensors, metadata, train_record = _cached_or_generated(train_request, directory, device, progress)
     dims = _spatial_dims(equation, tensors["x"])
     x, y = _as_operator_pair(tensors, dims, task, gen.DTYPES[dtype], train_record["file"])
+    names, p = _pde_parameters(tensors, metadata, x.shape[0], gen.DTYPES[dtype], train_record["file"])
     sources = {"source": "generate", "equation": equation, "train": train_record,
                "splits": {"train": [0, num_train], "valid": [num_train, num_train + num_valid]}}
-    test = {}
+    test, test_parameters = {}, {}
     if num_test > 0:
         test_request = generation_request(split="test", resolution=finest, num_samples=num_test, **common)
-        tensors, _, test_record = _cached_or_generated(test_request, directory, device, progress)
+        tensors, metadata, test_record = _cached_or_generated(test_request, directory, device, progress)
         tx, ty = _as_operator_pair(tensors, dims, task, gen.DTYPES[dtype], test_record["file"])
+        _, tp = _pde_parameters(tensors, metadata, tx.shape[0], gen.DTYPES[dtype], test_record["file"])
         for s in sorted({resolution, *test_resolutions}):
             test[s] = (subsample_grid(tx, s, domain, dims), None if ty is None else subsample_grid(ty, s, domain, dims))
+            if tp is not None:
+                test_parameters[s] = tp
         sources["test"] = {**test_record, "resolution": finest, "subsampled_to": sorted(test)}
     return OperatorData(task, domain, dims, resolution, *_take(x, y, 0, num_train),
-                        *_take(x, y, num_train, num_train + num_valid), test, sources)
+                        *_take(x, y, num_train, num_train + num_valid), test, sources, pde_parameter_names=names,
+                        train_parameters=_rows(p, 0, num_train), valid_parameters=_rows(p, num_train, num_train + num_valid),
+                        test_parameters=test_parameters)
 
 
 # --- sources "neuraloperator" and "files" --------------------------------------------------------------
 
 def _read(path: str | os.PathLike, spatial_dims: int | None, task: str, dtype: torch.dtype):
-    """``(x, y, spatial_dims, metadata, path)`` of one file; ``spatial_dims`` None: ``x`` is ``[N, *grid]``."""
+    """``(x, y, spatial_dims, metadata, path, (names, pde_parameters))`` of one file; ``spatial_dims`` None:
+    ``x`` is ``[N, *grid]``."""
     path = Path(path).expanduser()
     tensors, metadata = read_pt_with_metadata(path)
     raw_x = tensors.get("x", tensors.get("input"))
     dims = spatial_dims or (raw_x.ndim - 1 if raw_x is not None else 1)
     x, y = _as_operator_pair(tensors, dims, task, dtype, str(path))
-    return x, y, dims, metadata, path
+    return x, y, dims, metadata, path, _pde_parameters(tensors, metadata, x.shape[0], dtype, str(path))
 
 
 def _split_train(x, y, num_train: int, num_valid: int, path) -> tuple:
@@ -298,7 +290,8 @@ def _from_files(equation, resolution, test_resolutions, num_train, num_valid, nu
                 source) -> OperatorData:
     if not isinstance(files, dict) or "train" not in files or not isinstance(files.get("test", {}), dict):
         raise ValueError('files must be {"train": path, "test": {resolution: path, ...}}, got ' f"{files!r}")
-    tx, ty, dims, metadata, train_path = _read(files["train"], _declared_spatial_dims(equation), task, dtype)
+    tx, ty, dims, metadata, train_path, (names, tp) = _read(files["train"], _declared_spatial_dims(equation), task,
+                                                            dtype)
     if metadata.get("equation") not in (None, equation):
         raise DatasetError(f"holds {metadata['equation']!r} data, not {equation!r}", file=train_path, key="metadata")
     domain = metadata.get("grid") or ("nodes" if source == "neuraloperator" else None)
@@ -319,7 +312,7 @@ def _from_files(equation, resolution, test_resolutions, num_train, num_valid, nu
     given = {int(s): path for s, path in files.get("test", {}).items()}
     # like "generate": the training resolution is always tested (when there is a test set)
     wanted = sorted(set(test_resolutions or given) | {resolution}) if given and num_test > 0 else []
-    loaded, test, records = {}, {}, {}
+    loaded, test, records, test_parameters = {}, {}, {}, {}
     for s in sorted(given, reverse=True) if wanted else []:
         loaded[s] = _read(given[s], dims, task, dtype)
     for s in wanted:
@@ -329,14 +322,22 @@ def _from_files(equation, resolution, test_resolutions, num_train, num_valid, nu
         if source_resolution is None:
             raise ValueError(f"test resolution {s}: no test file at that resolution nor one that subsamples to it "
                              f"(given: {sorted(given)}, grid {domain!r})")
-        x, y, _, file_metadata, path = loaded[source_resolution]
+        x, y, _, file_metadata, path, (test_names, p) = loaded[source_resolution]
         if x.shape[0] < num_test:
             raise DatasetError(f"holds {x.shape[0]} test samples, fewer than num_test = {num_test}", file=path)
+        if test_names != names:
+            raise DatasetError(f"has PDE parameters {test_names or 'none'}, the training file {names or 'none'}",
+                               file=path, key="pde_parameters")
         x, y = _take(x, y, 0, num_test)
+        if p is not None:
+            test_parameters[s] = p[:num_test]
         test[s] = (subsample_grid(x, s, domain, dims), None if y is None else subsample_grid(y, s, domain, dims))
         records[str(s)] = _file_record(path, file_metadata, subsampled_from=source_resolution)
     sources["test"] = records
-    return OperatorData(task, domain, dims, resolution, train_x, train_y, valid_x, valid_y, test, sources)
+    total = tx.shape[0]
+    return OperatorData(task, domain, dims, resolution, train_x, train_y, valid_x, valid_y, test, sources,
+                        pde_parameter_names=names, train_parameters=_rows(tp, 0, num_train),
+                        valid_parameters=_rows(tp, total - num_valid, total), test_parameters=test_parameters)
 
 
 def _neuraloperator_files(resolution: int, test_resolutions: list[int], num_test: int) -> dict:

@@ -9,13 +9,15 @@ import torch
 import yaml
 
 from tests.train.conftest import SHARED_DATA, TINY_MODEL, read_metrics_csv, read_test_metrics, run_cli
+from tests.train.test_operator_runs import is_operator_config
 from train.config import available_configs
 from train.optim import OPTIMIZERS, takes_loss_closure
 
 SHARED = {"acac_mace": "acac", "acac_mace_tdn": "acac", "3bpa_mace": "3bpa", "ethanol_mace": "ethanol_rmd17"}
 
 
-@pytest.mark.parametrize("name", available_configs())
+# potential configs; the operator configs run in test_operator_runs.py
+@pytest.mark.parametrize("name", [name for name in available_configs() if not is_operator_config(name)])
 def test_config_runs_one_step(name, repo_cwd, tmp_path):
     if name in SHARED and not (SHARED_DATA / SHARED[name]).is_dir():
         pytest.skip(f"shared benchmark data {SHARED_DATA / SHARED[name]} not present")

@@ -162,3 +162,35 @@ def test_bad_arguments_of_generate():
         gen.generate("darcy", split="validation")
     with pytest.raises(ValueError, match="device"):
         gen.generate("burgers", device="nonsense")
+
+
+@pytest.mark.parametrize("equation", ["burgers", "navier_stokes"])
+def test_a_list_of_viscosities_is_drawn_per_sample(equation):
+    """Each sample draws its nu from the list; its input is the one the seed gives for a fixed nu, and its
+    output is the solution at its own nu (checked against solving each sample alone at that nu)."""
+    options = {"burgers": dict(resolution=16, solver_resolution=64, t=0.1),
+               "navier_stokes": dict(resolution=8, solver_resolution=16, t=0.1, record_every=0.05, dt=0.01)}[equation]
+    values = [0.01, 0.1, 1.0]
+    varied = gen.generate(equation, num_samples=6, seed=3, batch_size=3, dtype="float64", nu=values, **options)
+    fixed = gen.generate(equation, num_samples=6, seed=3, batch_size=3, dtype="float64", nu=0.1, **options)
+    nu = varied["pde_parameters"]
+    assert nu.shape == (6, 1) and set(nu.flatten().tolist()) <= set(values)
+    assert len(set(nu.flatten().tolist())) > 1  # 6 draws from 3 values: the seed gives more than one
+    assert varied["metadata"]["pde_parameters"] == ["nu"] and "pde_parameters" not in fixed
+    assert torch.equal(varied["x"], fixed["x"])
+    for i in range(6):
+        alone = gen.generate(equation, num_samples=i + 1, seed=3, batch_size=1, dtype="float64",
+                             nu=float(nu[i, 0]), **options)
+        assert torch.allclose(varied["y"][i], alone["y"][i], rtol=1e-6, atol=1e-9)
+
+
+def test_only_the_viscosity_may_be_a_list(tmp_path, capsys):
+    with pytest.raises(ValueError, match="t of burgers cannot vary per sample"):
+        gen.generate("burgers", resolution=16, solver_resolution=64, num_samples=1, t=[0.1, 0.2])
+    with pytest.raises(ValueError, match="non-empty list"):
+        gen.generate("burgers", resolution=16, solver_resolution=64, num_samples=1, nu=[0.1, -1.0])
+    with pytest.raises(ValueError, match="high of darcy cannot vary per sample"):
+        gen.generate("darcy", resolution=9, solver_resolution=17, num_samples=1, high=[12.0, 10.0])
+    written = _run("burgers", tmp_path, "--nu", "0.05", "0.2")
+    tensors, metadata = read_pt_with_metadata(written[0])
+    assert tensors["pde_parameters"].shape == (3, 1) and metadata["parameters"]["nu"] == [0.05, 0.2]

@@ -175,6 +175,32 @@ def test_files_with_bad_values_name_the_file_and_key(tmp_path):
                                num_valid=0, num_test=0, files={"train": tmp_path / "shape.pt"})
 
 
+def test_per_sample_parameters_follow_their_samples(tmp_path):
+    """Burgers with nu drawn per sample: every split carries each sample's nu, generated or read from files."""
+    options = dict(source="generate", equation="burgers", resolution=8, test_resolutions=[16], num_train=4,
+                   num_valid=2, num_test=3, solver_resolution=32, parameters={"nu": [0.05, 0.5], "t": 0.05},
+                   progress=False, batch_size=3)
+    data = od.build_operator_data(cache_dir=tmp_path / "cache", **options)
+    train = read_pt_with_metadata(data.sources["train"]["file"])[0]
+    assert data.pde_parameter_names == ["nu"]
+    torch.testing.assert_close(data.train_parameters, train["pde_parameters"][:4], rtol=0, atol=0)
+    torch.testing.assert_close(data.valid_parameters, train["pde_parameters"][4:], rtol=0, atol=0)
+    assert sorted(data.test_parameters) == sorted(data.test) == [8, 16]
+    assert data.test_parameters[8].shape == (3, 1) and torch.equal(data.test_parameters[8], data.test_parameters[16])
+    fixed = od.build_operator_data(cache_dir=tmp_path / "cache", **{**options, "parameters": {"nu": 0.05, "t": 0.05}})
+    assert fixed.pde_parameter_names == [] and fixed.train_parameters is None and fixed.test_parameters == {}
+
+    gen.write_atomic(tmp_path / "train.pt", train)
+    from_files = od.build_operator_data(source="files", equation="burgers", resolution=8, test_resolutions=[],
+                                        num_train=3, num_valid=1, num_test=0, files={"train": tmp_path / "train.pt"})
+    torch.testing.assert_close(from_files.train_parameters, train["pde_parameters"][:3], rtol=0, atol=0)
+    torch.testing.assert_close(from_files.valid_parameters, train["pde_parameters"][5:], rtol=0, atol=0)
+    torch.save({"x": train["x"], "y": train["y"], "pde_parameters": train["pde_parameters"][:2]}, tmp_path / "bad.pt")
+    with pytest.raises(DatasetError, match=r"bad\.pt.*'pde_parameters'.*one row per sample"):
+        od.build_operator_data(source="files", equation="burgers", resolution=8, test_resolutions=[], num_train=1,
+                               num_valid=0, num_test=0, files={"train": tmp_path / "bad.pt"})
+
+
 @pytest.mark.skipif(not _have_neuraloperator_files(), reason="neuraloperator's Darcy files are not fetched")
 def test_neuraloperator_source():
     data = od.build_operator_data(source="neuraloperator", equation="darcy", resolution=16, test_resolutions=[32],
