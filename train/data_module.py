@@ -1,31 +1,16 @@
-"""Loaders of atomistic graphs for Lightning, correct under DDP.
-
-Training frames are shuffled by a ``DistributedSampler`` seeded with ``seed`` and re-seeded by epoch
-(Lightning calls ``set_epoch``): the order depends on (seed, epoch, process) only, so a run resumed
-from a checkpoint sees the same batches as the uninterrupted run. Under DDP it pads the last round
-with repeated frames so that every process runs the same number of steps (collectives stay paired).
-
-Validation and test frames are split between processes without repetition
-(``UnrepeatedDistributedSampler``, process ``r`` takes frames ``r, r + world, ...``): every frame is
-seen exactly once, so metrics summed over processes are those of the whole set (the processes may
-run one batch more or less; nothing collective happens per batch).
-
-``use_distributed_sampler=False`` must be given to the Trainer (the CLI does), so that Lightning
-does not replace these samplers with its own, which pad validation sets with repeated frames.
-"""
+"""Loaders of atomistic graphs for Lightning, correct under DDP (the samplers of :mod:`train.distributed_data`)."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-import lightning.pytorch as pl
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DistributedSampler
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
+from train.distributed_data import DistributedDataModule
 
-class AtomisticDataModule(pl.LightningDataModule):
+
+class AtomisticDataModule(DistributedDataModule):
     """Train/validation/test loaders of lists of ``torch_geometric.data.Data`` graphs.
 
     Args:
@@ -37,6 +22,9 @@ class AtomisticDataModule(pl.LightningDataModule):
         seed: seed of the training order.
         drop_last: drop the last incomplete training batch.
     """
+
+    loader_class = DataLoader  # torch-geometric's: batches graphs
+    item_name = "frames"
 
     def __init__(
         self,
@@ -67,32 +55,6 @@ class AtomisticDataModule(pl.LightningDataModule):
     def test_split(self) -> str:
         """``"test"``, or ``"valid"`` when there is no test set."""
         return "test" if self.test else "valid"
-
-    def _world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    def _loader(self, graphs: list[Data], batch_size: int, sampler, drop_last: bool = False) -> DataLoader:
-        return DataLoader(
-            graphs, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers, drop_last=drop_last,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def _evaluation_loader(self, graphs: list[Data], name: str) -> DataLoader:
-        world, rank = self._world()
-        if len(graphs) < world:
-            raise ValueError(f"the {name} set has {len(graphs)} frames, fewer than the {world} processes; "
-                             "every process needs at least one")
-        sampler = UnrepeatedDistributedSampler(graphs, num_replicas=world, rank=rank, shuffle=False)
-        return self._loader(graphs, self.valid_batch_size, sampler)
-
-    def train_dataloader(self) -> DataLoader:
-        world, rank = self._world()
-        sampler = DistributedSampler(self.train, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-        return self._loader(self.train, self.batch_size, sampler, self.drop_last)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._evaluation_loader(self.valid, "validation")
 
     def test_dataloader(self) -> DataLoader:
         return self._evaluation_loader(self.test or self.valid, self.test_split)

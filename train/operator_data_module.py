@@ -16,19 +16,19 @@ Test: one loader per test resolution (``test_resolutions``, in that order, Light
 ``dataloader_idx``), the same samples on each grid; without test data the validation set is tested at
 the training resolution (``test_split`` says which).
 
-Distributed: as :class:`train.data_module.AtomisticDataModule`, the training order is a
-``DistributedSampler`` seeded by ``seed`` and the epoch (a resumed run sees the same batches);
-evaluation splits samples between processes without repetition, so summed metrics are exact.
+Distributed: the samplers of :mod:`train.distributed_data` (as the potentials'): the training order is
+seeded by ``seed`` and the epoch (a resumed run sees the same batches); evaluation splits samples
+between processes without repetition, so summed metrics are exact.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from train.distributed_data import DistributedDataModule
 
 ROLLOUT_TRAINING = ("one_step", "rollout")
 
@@ -63,7 +63,7 @@ def split_trajectories(trajectories: torch.Tensor, history: int, parameters: tor
     return pairs(trajectories[:, :history], trajectories[:, history:], parameters)
 
 
-class OperatorDataModule(pl.LightningDataModule):
+class OperatorDataModule(DistributedDataModule):
     """Train/validation/test loaders of an ``OperatorData``.
 
     Args:
@@ -130,29 +130,6 @@ class OperatorDataModule(pl.LightningDataModule):
         if not self.tests:
             return [(int(self.data.resolution), self.valid)]
         return [(res, self.tests[res]) for res in self.test_resolutions]
-
-    def _world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    def _loader(self, dataset: Dataset, batch_size: int, sampler, drop_last: bool = False) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
-                          drop_last=drop_last, persistent_workers=self.num_workers > 0)
-
-    def _evaluation_loader(self, dataset: Dataset, name: str) -> DataLoader:
-        world, rank = self._world()
-        if len(dataset) < world:
-            raise ValueError(f"the {name} set has {len(dataset)} samples, fewer than the {world} processes")
-        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
-        return self._loader(dataset, self.valid_batch_size, sampler)
-
-    def train_dataloader(self) -> DataLoader:
-        world, rank = self._world()
-        sampler = DistributedSampler(self.train, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-        return self._loader(self.train, self.batch_size, sampler, self.drop_last)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._evaluation_loader(self.valid, "validation")
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self._evaluation_loader(dataset, f"test ({res})") for res, dataset in self.test_sets()]
