@@ -6,7 +6,8 @@ Three sources give the same ``OperatorData``:
   Train split: ``num_train + num_valid`` samples at ``resolution`` (valid = the last ``num_valid``).
   Test split: ``num_test`` samples generated once at the finest of ``test_resolutions`` and
   ``resolution`` and subsampled to each of them, so every test resolution holds the same functions
-  (the zero-shot super-resolution test of the FNO paper). Both splits are cached in ``cache_dir``
+  (the zero-shot super-resolution test of the FNO paper). Both splits are cached
+  (:mod:`datasets.pde.generation_cache`) in ``cache_dir``
   (default ``$EQUIZOO_PDE_CACHE``, else ``~/.cache/equizoo/pde``) as
   ``<equation>_<split>_<resolution>_<hash>.pt``, the hash covering every option that changes the
   content; a cached file is used only when the request stored in its metadata equals this one,
@@ -39,8 +40,6 @@ Bad data raise ``DatasetError`` naming the file and key; bad options raise ``Val
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,15 +48,12 @@ import torch
 
 from datasets.errors import DatasetError
 from datasets.pde import generate as gen
+from datasets.pde.generation_cache import cache_directory, cached_or_generated, file_record, generation_request
 from datasets.pde.grids import admissible_resolutions, grid_resolution, reachable, subsample_grid
-from datasets.pde.neuraloperator_files import find_neuraloperator_data, read_pt_with_metadata, sha256
+from datasets.pde.neuraloperator_files import find_neuraloperator_data, read_pt_with_metadata
 
 SOURCES = ("generate", "neuraloperator", "files")
 TASKS = ("map", "rollout")
-CACHE_ENV_VAR = "EQUIZOO_PDE_CACHE"
-DEFAULT_CACHE_DIR = Path("~/.cache/equizoo/pde")
-CACHE_FORMAT = 1  # bump when the cached content of a request changes meaning
-SHA256_MAX_BYTES = 1 << 30  # files above this are recorded by size only (hashing them costs seconds)
 NEURALOPERATOR_TEST_SAMPLES = 50
 NEURALOPERATOR_TRAIN_SAMPLES = 1000
 
@@ -138,15 +134,6 @@ def _pde_parameters(tensors: dict, metadata: dict, num_samples: int, dtype: torc
     return names, values.to(dtype).contiguous()
 
 
-def _file_record(path: Path, metadata: dict | None = None, **extra) -> dict:
-    record = {"file": str(path), "bytes": path.stat().st_size, **extra}
-    if record["bytes"] <= SHA256_MAX_BYTES:
-        record["sha256"] = sha256(path)
-    if metadata:
-        record["metadata"] = metadata
-    return record
-
-
 def _take(x: torch.Tensor, y: torch.Tensor | None, start: int, stop: int):
     return x[start:stop], _rows(y, start, stop)
 
@@ -161,58 +148,6 @@ def _check_count(name: str, value, minimum: int) -> None:
 
 
 # --- source "generate" ---------------------------------------------------------------------------------
-
-def cache_directory(cache_dir: str | os.PathLike | None = None) -> Path:
-    """``cache_dir``, else ``$EQUIZOO_PDE_CACHE``, else ``~/.cache/equizoo/pde``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get(CACHE_ENV_VAR) or DEFAULT_CACHE_DIR).expanduser()
-
-
-def generation_request(*, equation: str, split: str, resolution: int, num_samples: int, seed: int,
-                       solver_resolution: int | None, parameters: dict, dtype: str, batch_size: int) -> dict:
-    """The JSON-plain description of one generated split: everything that changes its content (the
-    protocol's defaults resolved, so a changed default is a changed request). The device is left out:
-    CPU and GPU solves agree to rounding."""
-    protocol = gen.PROTOCOLS[equation]
-    given = {name: value for name, value in parameters.items() if value is not None}
-    request = {
-        "format": CACHE_FORMAT, "equation": equation, "split": split, "resolution": resolution,
-        "num_samples": num_samples, "seed": seed,
-        "solver_resolution": protocol.solver_resolution if solver_resolution is None else solver_resolution,
-        "parameters": {**protocol.parameters, **given}, "dtype": dtype, "batch_size": batch_size,
-    }
-    try:
-        return json.loads(json.dumps(request, sort_keys=True, allow_nan=False))
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"parameters must be plain JSON values (numbers, strings, ...): {error}") from None
-
-
-def cache_path(directory: Path, request: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:12]
-    return directory / f"{request['equation']}_{request['split']}_{request['resolution']}_{digest}.pt"
-
-
-def _cached_or_generated(request: dict, directory: Path, device: str, progress: bool) -> tuple[dict, dict, dict]:
-    """``(tensors, metadata, record)`` of one split: read from the cache when its stored request equals
-    ``request`` and it has the requested number of samples, else generated and written."""
-    path = cache_path(directory, request)
-    if path.is_file():
-        try:
-            tensors, metadata = read_pt_with_metadata(path)
-        except DatasetError:
-            tensors, metadata = {}, {}  # unreadable: regenerate (the cache holds nothing but derived data)
-        if metadata.get("request") == request and tensors.get("x") is not None and \
-                tensors["x"].shape[0] == request["num_samples"]:
-            return tensors, metadata, _file_record(path, metadata, cached=True)
-    content = gen.generate(request["equation"], request["resolution"], request["num_samples"], seed=request["seed"],
-                           split=request["split"], solver_resolution=request["solver_resolution"],
-                           batch_size=request["batch_size"], dtype=request["dtype"], device=device,
-                           progress=progress, **request["parameters"])
-    content["metadata"] = {**content["metadata"], "request": request}
-    gen.write_atomic(path, content)
-    return content, content["metadata"], _file_record(path, content["metadata"], cached=False)
-
 
 def _declared_spatial_dims(equation: str) -> int | None:
     """2 on a sphere, or the protocol's ``spatial_dims`` when it declares one (then x carries channels);
@@ -242,7 +177,7 @@ def _from_generate(equation, resolution, test_resolutions, num_train, num_valid,
                   dtype=dtype, batch_size=batch_size)
     train_request = generation_request(split="train", resolution=resolution, num_samples=num_train + num_valid,
                                        **common)
-    tensors, metadata, train_record = _cached_or_generated(train_request, directory, device, progress)
+    tensors, metadata, train_record = cached_or_generated(train_request, directory, device, progress)
     dims = _spatial_dims(equation, tensors["x"])
     x, y = _as_operator_pair(tensors, dims, task, gen.DTYPES[dtype], train_record["file"])
     names, p = _pde_parameters(tensors, metadata, x.shape[0], gen.DTYPES[dtype], train_record["file"])
@@ -251,7 +186,7 @@ def _from_generate(equation, resolution, test_resolutions, num_train, num_valid,
     test, test_parameters = {}, {}
     if num_test > 0:
         test_request = generation_request(split="test", resolution=finest, num_samples=num_test, **common)
-        tensors, metadata, test_record = _cached_or_generated(test_request, directory, device, progress)
+        tensors, metadata, test_record = cached_or_generated(test_request, directory, device, progress)
         tx, ty = _as_operator_pair(tensors, dims, task, gen.DTYPES[dtype], test_record["file"])
         _, tp = _pde_parameters(tensors, metadata, tx.shape[0], gen.DTYPES[dtype], test_record["file"])
         for s in sorted({resolution, *test_resolutions}):
@@ -307,7 +242,7 @@ def _from_files(equation, resolution, test_resolutions, num_train, num_valid, nu
         raise DatasetError(f"cannot serve the training resolution: {error}", file=train_path) from None
     train_x, train_y, valid_x, valid_y = _split_train(tx, ty, num_train, num_valid, train_path)
     sources = {"source": source, "equation": equation,
-               "train": _file_record(train_path, metadata, splits={"train": [0, num_train],
+               "train": file_record(train_path, metadata, splits={"train": [0, num_train],
                                                                    "valid": [tx.shape[0] - num_valid, tx.shape[0]]})}
     given = {int(s): path for s, path in files.get("test", {}).items()}
     # like "generate": the training resolution is always tested (when there is a test set)
@@ -332,7 +267,7 @@ def _from_files(equation, resolution, test_resolutions, num_train, num_valid, nu
         if p is not None:
             test_parameters[s] = p[:num_test]
         test[s] = (subsample_grid(x, s, domain, dims), None if y is None else subsample_grid(y, s, domain, dims))
-        records[str(s)] = _file_record(path, file_metadata, subsampled_from=source_resolution)
+        records[str(s)] = file_record(path, file_metadata, subsampled_from=source_resolution)
     sources["test"] = records
     total = tx.shape[0]
     return OperatorData(task, domain, dims, resolution, train_x, train_y, valid_x, valid_y, test, sources,

@@ -9,6 +9,7 @@ import torch
 
 from datasets.errors import DatasetError
 from datasets.pde import generate as gen
+from datasets.pde import generation_cache
 from datasets.pde import operator_data as od
 from datasets.pde.neuraloperator_files import find_neuraloperator_data, read_pt_with_metadata
 
@@ -94,9 +95,9 @@ def test_a_cached_file_of_another_request_is_regenerated(tmp_path):
 
 
 def test_cache_directory_from_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv(od.CACHE_ENV_VAR, str(tmp_path / "env"))
-    assert od.cache_directory() == tmp_path / "env"
-    assert od.cache_directory(tmp_path / "given") == tmp_path / "given"
+    monkeypatch.setenv(generation_cache.CACHE_ENV_VAR, str(tmp_path / "env"))
+    assert generation_cache.cache_directory() == tmp_path / "env"
+    assert generation_cache.cache_directory(tmp_path / "given") == tmp_path / "given"
 
 
 def test_navier_stokes_map_and_rollout(tmp_path):
