@@ -24,6 +24,7 @@ weights get one Adam second moment per real and imaginary part, the loss is the 
 relative error (theirs the sum), and the model normalises its input and output with training statistics.
 
     python bench/fno_paper.py burgers                                 # the paper's protocol
+    python bench/fno_paper.py burgers --nu 0.01 --solver-resolution 1024   # the same at nu = 0.01
     python bench/fno_paper.py navier_stokes --train 100 --test 20 --epochs 50 --t 20   # a reduced one
 """
 
@@ -50,8 +51,10 @@ from train.config import compose_config  # noqa: E402
 PAPER = {"burgers": {"l2": 0.0160, "source": "Li et al. ICLR 2021, Table 1 (FNO, s = 1024)"},
          "navier_stokes": {"l2": 0.0128, "source": "Li et al. ICLR 2021, Table 2 (FNO-2D, nu = 1e-3, T = 50, N = 1000)"}}
 DEFAULTS = {
-    "burgers": {"train": 1000, "test": 100, "epochs": 500, "resolution": 1024, "solver_resolution": 8192, "t": 1.0},
-    "navier_stokes": {"train": 1000, "test": 200, "epochs": 500, "resolution": 64, "solver_resolution": 256, "t": 50.0},
+    "burgers": {"train": 1000, "test": 100, "epochs": 500, "resolution": 1024, "solver_resolution": 8192, "t": 1.0,
+                "nu": 0.1},
+    "navier_stokes": {"train": 1000, "test": 200, "epochs": 500, "resolution": 64, "solver_resolution": 256, "t": 50.0,
+                      "nu": 1e-3},
 }
 
 
@@ -70,10 +73,10 @@ def overrides_for(problem: str, args: argparse.Namespace, cache: Path) -> tuple[
     if problem == "burgers":
         return "fno_burgers", common + [
             "model.width=64", "model.convolution.modes=[16]", "model.lifting_channels=64",
-            "model.projection_channels=128", "data.parameters.nu=0.1", f"data.parameters.t={args.t}"]
+            "model.projection_channels=128", f"data.parameters.nu={args.nu}", f"data.parameters.t={args.t}"]
     return "fno_ns", common + [
         "model.width=20", "model.convolution.modes=[12,12]", "model.lifting_channels=20",
-        "model.projection_channels=128", "data.parameters.nu=1e-3", f"data.parameters.t={args.t}",
+        "model.projection_channels=128", f"data.parameters.nu={args.nu}", f"data.parameters.t={args.t}",
         "data.parameters.record_every=1.0", f"data.parameters.dt={args.dt}", "data.rollout.history=10",
         "data.rollout.train=rollout"]
 
@@ -131,6 +134,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int)
     parser.add_argument("--solver-resolution", type=int)
     parser.add_argument("--t", type=float, help="final time (Navier-Stokes: T, frames at 1, 2, ..., T)")
+    parser.add_argument("--nu", type=float, help="viscosity (the paper's: burgers 0.1, navier_stokes 1e-3)")
     parser.add_argument("--dt", type=float, default=1e-3, help="navier_stokes: the solver's largest step")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -143,7 +147,7 @@ def main() -> None:
     record = run(args.problem, args)
     record["machine"] = {**machine_load.machine(), "platform": platform.platform()}
     record["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    out = args.out or ROOT / "bench" / "results" / f"fno-paper-{args.problem}-cpu.json"
+    out = args.out or ROOT / "bench" / "results" / f"fno-paper-{args.problem}-nu{args.nu:g}-cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     metrics = record["test_metrics"]["metrics"]

@@ -185,8 +185,8 @@ def test_cape_gets_each_samples_viscosity(tmp_path):
     assert data["sources"]["train"]["metadata"]["pde_parameters"] == ["nu"]
     x = torch.randn(2, 1, 16, dtype=torch.float64).to(next(model.parameters()).dtype)
     with torch.no_grad():
-        low = model(x, pde_parameters=torch.full((2, 1), 0.02, dtype=x.dtype))
-        high = model(x, pde_parameters=torch.full((2, 1), 0.2, dtype=x.dtype))
+        low = model(x, pde_parameters=torch.full((2, 1), 0.005, dtype=x.dtype))
+        high = model(x, pde_parameters=torch.full((2, 1), 0.05, dtype=x.dtype))
     assert (low - high).abs().max() > 1e-4 * low.abs().max()  # the attention starts as the identity, then learns
     with pytest.raises(ValueError, match="pde_parameters"):
         model(x)
