@@ -124,15 +124,22 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-def _check_config(config: Mapping[str, Any]) -> None:
-    missing = [key for key in TOP_LEVEL_KEYS if key not in config]
+def check_keys_and_dtype(config: Mapping[str, Any], required: tuple[str, ...], kind: str) -> None:
+    """The checks every run config shares: the ``required`` top-level keys are present, ``dtype`` is one of
+    DTYPES and ``data.dtype`` follows it. ``kind`` names the config in the error, article included
+    ("a potential", "an operator")."""
+    missing = [key for key in required if key not in config]
     if missing:
-        raise ConfigError(f"the config lacks the top-level key(s) {missing}; a potential config has {TOP_LEVEL_KEYS}")
+        raise ConfigError(f"the config lacks the top-level key(s) {missing}; {kind} config has {required}")
     if config["dtype"] not in DTYPES:
         raise ConfigError(f"dtype={config['dtype']!r}; valid: {', '.join(DTYPES)}")
     if config["data"].get("dtype") != config["dtype"]:
         raise ConfigError(f"data.dtype={config['data'].get('dtype')!r} differs from dtype={config['dtype']!r}; "
                           "set the top-level dtype only (data.dtype follows it)")
+
+
+def _check_config(config: Mapping[str, Any]) -> None:
+    check_keys_and_dtype(config, TOP_LEVEL_KEYS, "a potential")
     if float(config["data"].get("r_max")) != float(config["model"].get("r_max")):
         raise ConfigError(f"data.r_max={config['data'].get('r_max')} differs from model.r_max="
                           f"{config['model'].get('r_max')}; set model.r_max only (data.r_max follows it)")

@@ -58,6 +58,7 @@ from train.experiment import (
     _plain,
     _write_yaml,
     build_trainer,
+    check_keys_and_dtype,
     clipping_for_optimizer,
     resolve_run_dir,
 )
@@ -75,14 +76,7 @@ NORMALISERS = ("input_mean", "input_std", "output_mean", "output_std")
 
 
 def _check_config(config: Mapping[str, Any]) -> None:
-    missing = [key for key in OPERATOR_KEYS if key not in config]
-    if missing:
-        raise ConfigError(f"the config lacks the top-level key(s) {missing}; an operator config has {OPERATOR_KEYS}")
-    if config["dtype"] not in DTYPES:
-        raise ConfigError(f"dtype={config['dtype']!r}; valid: {', '.join(DTYPES)}")
-    if config["data"].get("dtype") != config["dtype"]:
-        raise ConfigError(f"data.dtype={config['data'].get('dtype')!r} differs from dtype={config['dtype']!r}; "
-                          "set the top-level dtype only (data.dtype follows it)")
+    check_keys_and_dtype(config, OPERATOR_KEYS, "an operator")
     if not config["model"].get("name"):
         raise ConfigError("model.name is missing (e.g. model=fno)")
 
